@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a part that is not installed yet
-            if exc.name is not None and exc.name.startswith(name.split(".")[0]):
+            if exc.name is not None and name.startswith(exc.name):
                 continue
             raise
         module.register(subparsers)
