@@ -1,0 +1,230 @@
+"""Typed Python clients of ``lmforge.v1.InferenceService``: sync and asyncio.
+
+>>> with LmforgeClient("127.0.0.1:50051") as client:
+...     reply = client.classify("sentiment", ["great film", "dull plot"], top_k=1)
+...     reply.results[0].top.label
+
+Failed calls raise :class:`LmforgeError` with the gRPC code and any field violations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway._proto.lmforge.v1 import generate_pb2, inference_service_pb2_grpc, models_pb2
+from gateway.client_types import (
+    ClassifyReply,
+    EmbedReply,
+    LmforgeError,
+    ModelDescription,
+    classify_reply,
+    classify_request,
+    embed_reply,
+    embed_request,
+    model_descriptions,
+)
+
+__all__ = ["AsyncLmforgeClient", "LmforgeClient", "LmforgeError"]
+
+DEFAULT_TIMEOUT = 30.0
+_HEALTH_NAMES: dict[int, str] = {
+    v: k for k, v in health_pb2.HealthCheckResponse.ServingStatus.items()
+}
+
+
+class LmforgeClient:
+    """Blocking client over one gRPC channel. ``timeout`` is the per-call deadline (s)."""
+
+    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    def classify(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        top_k: int = 0,
+        truncation: str | int = "end",
+        timeout: float | None = None,
+    ) -> ClassifyReply:
+        request = classify_request(model, inputs, top_k, truncation)
+        try:
+            return classify_reply(self._stub.Classify(request, timeout=self._deadline(timeout)))
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+
+    def embed(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        truncation: str | int = "end",
+        timeout: float | None = None,
+    ) -> EmbedReply:
+        request = embed_request(model, inputs, normalize, dimensions, truncation)
+        try:
+            return embed_reply(self._stub.Embed(request, timeout=self._deadline(timeout)))
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+
+    def generate(
+        self, model: str, prompt: str, *, timeout: float | None = None
+    ) -> generate_pb2.GenerateResponse:
+        request = generate_pb2.GenerateRequest(model=model, prompt=prompt)
+        try:
+            response: generate_pb2.GenerateResponse = self._stub.Generate(
+                request, timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return response
+
+    def list_models(self, *, timeout: float | None = None) -> list[ModelDescription]:
+        try:
+            response = self._stub.ListModels(
+                models_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return model_descriptions(response)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """``"SERVING"``, ``"NOT_SERVING"``, ... for ``service`` ("" = the whole server)."""
+        try:
+            response = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return _HEALTH_NAMES[int(response.status)]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> LmforgeClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncLmforgeClient:
+    """asyncio client over one ``grpc.aio`` channel; create it inside a running loop."""
+
+    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    async def classify(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        top_k: int = 0,
+        truncation: str | int = "end",
+        timeout: float | None = None,
+    ) -> ClassifyReply:
+        request = classify_request(model, inputs, top_k, truncation)
+        try:
+            response = await self._stub.Classify(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return classify_reply(response)
+
+    async def embed(
+        self,
+        model: str,
+        inputs: Sequence[str],
+        *,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        truncation: str | int = "end",
+        timeout: float | None = None,
+    ) -> EmbedReply:
+        request = embed_request(model, inputs, normalize, dimensions, truncation)
+        try:
+            response = await self._stub.Embed(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return embed_reply(response)
+
+    async def generate(
+        self, model: str, prompt: str, *, timeout: float | None = None
+    ) -> generate_pb2.GenerateResponse:
+        request = generate_pb2.GenerateRequest(model=model, prompt=prompt)
+        try:
+            response: generate_pb2.GenerateResponse = await self._stub.Generate(
+                request, timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return response
+
+    async def generate_stream(
+        self, model: str, prompt: str, *, timeout: float | None = None
+    ) -> list[generate_pb2.GenerateStreamResponse]:
+        """All chunks of a streamed generation (collects the stream)."""
+        request = generate_pb2.GenerateStreamRequest(model=model, prompt=prompt)
+        chunks: list[generate_pb2.GenerateStreamResponse] = []
+        try:
+            async for chunk in self._stub.GenerateStream(request, timeout=self._deadline(timeout)):
+                chunks.append(chunk)
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return chunks
+
+    async def list_models(self, *, timeout: float | None = None) -> list[ModelDescription]:
+        try:
+            response = await self._stub.ListModels(
+                models_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return model_descriptions(response)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        try:
+            response = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        return _HEALTH_NAMES[int(response.status)]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncLmforgeClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,105 @@
+"""``lmforge client``: call a running gateway from the shell; prints JSON.
+
+lmforge client --target 127.0.0.1:50051 classify --model sentiment "great film" "dull plot"
+lmforge client embed --model minilm --dimensions 64 "a sentence"
+lmforge client models
+lmforge client health
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from gateway.client import LmforgeClient
+from gateway.client_types import TRUNCATIONS, LmforgeError
+from gateway.settings import DEFAULT_TARGET, Settings
+
+
+def _print(payload: Any) -> None:
+    json.dump(payload, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _call(args: argparse.Namespace) -> Any:
+    with LmforgeClient(args.target, timeout=args.timeout) as client:
+        if args.client_command == "classify":
+            return dataclasses.asdict(
+                client.classify(
+                    args.model, args.texts, top_k=args.top_k, truncation=args.truncation
+                )
+            )
+        if args.client_command == "embed":
+            return dataclasses.asdict(
+                client.embed(
+                    args.model,
+                    args.texts,
+                    normalize=args.normalize,
+                    dimensions=args.dimensions,
+                    truncation=args.truncation,
+                )
+            )
+        if args.client_command == "models":
+            return [dataclasses.asdict(m) for m in client.list_models()]
+        return {"service": args.service, "status": client.health(args.service)}
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.client_command is None:
+        args.client_parser.print_help()
+        return 2
+    try:
+        _print(_call(args))
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except LmforgeError as exc:
+        error = {
+            "code": exc.code.name,
+            "message": exc.message,
+            "field_violations": [dataclasses.asdict(v) for v in exc.violations],
+        }
+        json.dump({"error": error}, sys.stderr, indent=2)
+        sys.stderr.write("\n")
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "client",
+        help="call a running gateway (classify, embed, models, health)",
+        description="Call lmforge.v1.InferenceService and print the reply as JSON.",
+    )
+    parser.add_argument(
+        "--target",
+        default=Settings.from_env().target or DEFAULT_TARGET,
+        help="gateway host:port (default: $LMFORGE_GATEWAY_TARGET or %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    parser.set_defaults(handler=_run, client_parser=parser)
+    commands = parser.add_subparsers(dest="client_command", metavar="CALL")
+
+    classify = commands.add_parser("classify", help="classify texts")
+    classify.add_argument("--model", required=True, help="logical model name")
+    classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
+    classify.add_argument("--truncation", choices=sorted(TRUNCATIONS), default="end")
+    classify.add_argument("texts", nargs="+", metavar="TEXT")
+
+    embed = commands.add_parser("embed", help="embed texts")
+    embed.add_argument("--model", required=True, help="logical model name")
+    embed.add_argument("--dimensions", type=int, default=None, help="keep the first N dims")
+    embed.add_argument(
+        "--no-normalize", dest="normalize", action="store_false", help="skip L2 normalization"
+    )
+    embed.add_argument("--truncation", choices=sorted(TRUNCATIONS), default="end")
+    embed.add_argument("texts", nargs="+", metavar="TEXT")
+
+    commands.add_parser("models", help="list the served models")
+
+    health = commands.add_parser("health", help="gRPC health status")
+    health.add_argument("--service", default="", help='service name ("" = overall)')

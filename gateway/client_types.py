@@ -1,0 +1,217 @@
+"""Plain result types of the Python client and their conversion from/to the proto messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_status import rpc_status
+
+from gateway._proto.lmforge.v1 import (
+    classify_pb2,
+    common_pb2,
+    embed_pb2,
+    models_pb2,
+)
+from gateway.errors import FieldViolation, field_violations
+
+TRUNCATIONS = {
+    "unspecified": common_pb2.TRUNCATION_UNSPECIFIED,
+    "end": common_pb2.TRUNCATION_END,
+    "none": common_pb2.TRUNCATION_NONE,
+}
+_TASK_NAMES = {
+    models_pb2.TASK_EMBED: "embed",
+    models_pb2.TASK_CLASSIFY: "classify",
+    models_pb2.TASK_GENERATE: "generate",
+}
+
+
+class LmforgeError(Exception):
+    """A failed call: the gRPC code, the server's message and any field violations."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, violations: Sequence[FieldViolation] = ()
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.violations = tuple(violations)
+        text = f"{code.name}: {message}"
+        if self.violations:
+            text += " [" + "; ".join(f"{v.field}: {v.description}" for v in self.violations) + "]"
+        super().__init__(text)
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> LmforgeError:
+        code: grpc.StatusCode = error.code()
+        message = str(error.details() or "")
+        violations: list[FieldViolation] = []
+        try:
+            status = rpc_status.from_call(error)
+        except ValueError:  # details that disagree with the code; keep the plain status
+            status = None
+        if status is not None:
+            violations = field_violations(status)
+        return cls(code, message, violations)
+
+
+@dataclass(frozen=True)
+class ServedBy:
+    model: str
+    triton_model: str
+    triton_model_version: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds."""
+
+    queue: float
+    inference: float
+    total: float
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    labels: tuple[LabelScore, ...]  # descending score
+    input_tokens: int
+
+    @property
+    def top(self) -> LabelScore:
+        return self.labels[0]
+
+
+@dataclass(frozen=True)
+class ClassifyReply:
+    results: tuple[Classification, ...]
+    served_by: ServedBy
+    usage: Usage
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class EmbedReply:
+    embeddings: tuple[tuple[float, ...], ...]
+    input_tokens: tuple[int, ...]
+    dimensions: int
+    served_by: ServedBy
+    usage: Usage
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    task: str
+    ready: bool
+    triton_model: str
+    triton_model_version: str
+    labels: tuple[str, ...]
+    dimension: int
+    max_input_tokens: int
+
+
+def truncation_value(truncation: str | int) -> common_pb2.Truncation.ValueType:
+    if isinstance(truncation, int):
+        return common_pb2.Truncation.ValueType(truncation)
+    try:
+        return TRUNCATIONS[truncation.lower()]
+    except KeyError:
+        raise ValueError(
+            f"truncation must be one of {sorted(TRUNCATIONS)}, got {truncation!r}"
+        ) from None
+
+
+def classify_request(
+    model: str, inputs: Sequence[str], top_k: int, truncation: str | int
+) -> classify_pb2.ClassifyRequest:
+    return classify_pb2.ClassifyRequest(
+        model=model, inputs=list(inputs), top_k=top_k, truncation=truncation_value(truncation)
+    )
+
+
+def embed_request(
+    model: str,
+    inputs: Sequence[str],
+    normalize: bool,
+    dimensions: int | None,
+    truncation: str | int,
+) -> embed_pb2.EmbedRequest:
+    request = embed_pb2.EmbedRequest(
+        model=model,
+        inputs=list(inputs),
+        normalize=normalize,
+        truncation=truncation_value(truncation),
+    )
+    if dimensions is not None:
+        request.dimensions = dimensions
+    return request
+
+
+def _served_by(msg: common_pb2.ServedBy) -> ServedBy:
+    return ServedBy(msg.model, msg.triton_model, msg.triton_model_version)
+
+
+def _usage(msg: common_pb2.Usage) -> Usage:
+    return Usage(msg.input_tokens, msg.output_tokens, msg.total_tokens)
+
+
+def _timing(msg: common_pb2.Timing) -> Timing:
+    return Timing(
+        msg.queue_time.ToNanoseconds() / 1e9,
+        msg.inference_time.ToNanoseconds() / 1e9,
+        msg.total_time.ToNanoseconds() / 1e9,
+    )
+
+
+def classify_reply(msg: classify_pb2.ClassifyResponse) -> ClassifyReply:
+    return ClassifyReply(
+        results=tuple(
+            Classification(tuple(LabelScore(s.label, s.score) for s in r.labels), r.input_tokens)
+            for r in msg.results
+        ),
+        served_by=_served_by(msg.served_by),
+        usage=_usage(msg.usage),
+        timing=_timing(msg.timing),
+    )
+
+
+def embed_reply(msg: embed_pb2.EmbedResponse) -> EmbedReply:
+    return EmbedReply(
+        embeddings=tuple(tuple(e.values) for e in msg.embeddings),
+        input_tokens=tuple(e.input_tokens for e in msg.embeddings),
+        dimensions=msg.dimensions,
+        served_by=_served_by(msg.served_by),
+        usage=_usage(msg.usage),
+        timing=_timing(msg.timing),
+    )
+
+
+def model_descriptions(msg: models_pb2.ListModelsResponse) -> list[ModelDescription]:
+    return [
+        ModelDescription(
+            name=m.name,
+            task=_TASK_NAMES.get(m.task, "unspecified"),
+            ready=m.ready,
+            triton_model=m.triton_model,
+            triton_model_version=m.triton_model_version,
+            labels=tuple(m.labels),
+            dimension=m.dimension,
+            max_input_tokens=m.max_input_tokens,
+        )
+        for m in msg.models
+    ]

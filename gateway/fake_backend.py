@@ -1,0 +1,189 @@
+"""An in-memory, deterministic :class:`~gateway.backend.Backend` for tests and demos.
+
+Texts are "tokenized" by whitespace (plus two special tokens). Embeddings are pseudo-random
+unit vectors seeded by the text; classification scores come from a softmax over per-label
+logits seeded by the text, with a bonus for each word of the text that equals a label. Readiness,
+latency and failures can be set by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gateway.backend import (
+    ClassifyResult,
+    EmbedResult,
+    FloatArray,
+    GenerateChunk,
+    GenerationParams,
+    ModelMetadata,
+    ModelTarget,
+)
+from gateway.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    FieldViolation,
+    GatewayError,
+    InvalidInput,
+    ModelNotFound,
+    Unimplemented,
+)
+
+SPECIAL_TOKENS = 2
+
+
+def _seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
+def fake_num_tokens(text: str) -> int:
+    return len(text.split()) + SPECIAL_TOKENS
+
+
+def fake_embedding(text: str, dimension: int) -> FloatArray:
+    vec = np.random.default_rng(_seed(text)).standard_normal(dimension).astype(np.float32)
+    out: FloatArray = vec / np.linalg.norm(vec)
+    return out
+
+
+def fake_probs(text: str, labels: Sequence[str]) -> FloatArray:
+    logits = np.random.default_rng(_seed(text)).standard_normal(len(labels))
+    words = {w.strip(".,!?").lower() for w in text.split()}
+    logits += np.array([4.0 if label.lower() in words else 0.0 for label in labels])
+    exp = np.exp(logits - logits.max())
+    out: FloatArray = (exp / exp.sum()).astype(np.float32)
+    return out
+
+
+@dataclass
+class FakeCall:
+    method: str
+    target: ModelTarget
+    inputs: tuple[str, ...]
+    truncate: bool
+    timeout: float | None
+
+
+@dataclass
+class FakeBackend:
+    """Models keyed by backend model name; everything else is test knobs."""
+
+    models: Mapping[str, ModelMetadata] = field(
+        default_factory=lambda: {
+            "sentiment": ModelMetadata(
+                task="classify", labels=("negative", "neutral", "positive"), max_length=16
+            ),
+            "minilm": ModelMetadata(task="embed", dimension=8, max_length=16),
+        }
+    )
+    server_ready: bool = True
+    not_ready_models: set[str] = field(default_factory=set)
+    delay_s: float = 0.0
+    fail_with: GatewayError | Exception | None = None
+    calls: list[FakeCall] = field(default_factory=list)
+    closed: bool = False
+
+    async def _enter(
+        self,
+        method: str,
+        target: ModelTarget,
+        inputs: Sequence[str],
+        truncate: bool,
+        timeout: float | None,
+    ) -> ModelMetadata:
+        self.calls.append(FakeCall(method, target, tuple(inputs), truncate, timeout))
+        meta = await self.model_info(target)
+        if not await self.ready(target):
+            raise BackendUnavailable(f"model {target.backend_model!r} is not ready")
+        if self.delay_s:
+            if timeout is not None and timeout < self.delay_s:
+                await asyncio.sleep(timeout)
+                raise DeadlineExceeded(f"fake backend needs {self.delay_s} s, had {timeout:.3f} s")
+            await asyncio.sleep(self.delay_s)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if meta.task != method:
+            raise InvalidInput(f"model {target.backend_model!r} does not {method}")
+        return meta
+
+    def _tokens(
+        self, inputs: Sequence[str], meta: ModelMetadata, truncate: bool
+    ) -> tuple[int, ...]:
+        counts = [fake_num_tokens(t) for t in inputs]
+        limit = meta.max_length
+        if limit is None:
+            return tuple(counts)
+        if not truncate:
+            too_long = [
+                FieldViolation(f"inputs[{i}]", f"has {n} tokens; the model's maximum is {limit}")
+                for i, n in enumerate(counts)
+                if n > limit
+            ]
+            if too_long:
+                raise InvalidInput.from_violations(too_long)
+        return tuple(min(n, limit) for n in counts)
+
+    async def classify(
+        self,
+        target: ModelTarget,
+        inputs: Sequence[str],
+        *,
+        truncate: bool,
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        meta = await self._enter("classify", target, inputs, truncate, timeout)
+        tokens = self._tokens(inputs, meta, truncate)
+        probs = np.stack([fake_probs(t, meta.labels) for t in inputs])
+        return ClassifyResult(probs, meta.labels, tokens, version=meta.version or "1")
+
+    async def embed(
+        self,
+        target: ModelTarget,
+        inputs: Sequence[str],
+        *,
+        truncate: bool,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        meta = await self._enter("embed", target, inputs, truncate, timeout)
+        tokens = self._tokens(inputs, meta, truncate)
+        dimension = meta.dimension or 8
+        vectors = np.stack([fake_embedding(t, dimension) for t in inputs])
+        return EmbedResult(vectors, tokens, version=meta.version or "1")
+
+    async def generate(
+        self,
+        target: ModelTarget,
+        prompt: str,
+        params: GenerationParams,
+        *,
+        truncate: bool,
+        timeout: float | None = None,
+    ) -> AsyncIterator[GenerateChunk]:
+        raise Unimplemented("generation is not implemented yet")
+        yield GenerateChunk("")  # pragma: no cover - makes this an async generator
+
+    async def ready(self, target: ModelTarget | None = None) -> bool:
+        if not self.server_ready:
+            return False
+        if target is None:
+            return True
+        return (
+            target.backend_model in self.models
+            and target.backend_model not in self.not_ready_models
+        )
+
+    async def model_info(self, target: ModelTarget) -> ModelMetadata:
+        if not self.server_ready:
+            raise BackendUnavailable("fake backend is down")
+        meta = self.models.get(target.backend_model)
+        if meta is None:
+            raise ModelNotFound(f"backend has no model {target.backend_model!r}")
+        return meta
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,44 @@
+"""Translate tritonclient errors into gateway errors (pure: status string + message in)."""
+
+from __future__ import annotations
+
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    DeadlineExceeded,
+    FieldViolation,
+    GatewayError,
+    InvalidInput,
+    ModelNotFound,
+    Overloaded,
+)
+from triton_models.contract import INPUT_TOO_LONG
+
+
+def is_input_too_long(message: str) -> bool:
+    return INPUT_TOO_LONG in message
+
+
+def translate(status: str | None, message: str, *, url: str, model: str) -> GatewayError:
+    """The gateway error for a Triton call on ``model`` that failed with ``status``.
+
+    ``status`` is tritonclient's rendering of the gRPC code (``"StatusCode.UNAVAILABLE"``);
+    ``message`` is the server's (or the channel's) error text.
+    """
+    code = (status or "").rsplit(".", 1)[-1]
+    lowered = message.lower()
+    if code == "DEADLINE_EXCEEDED":
+        return DeadlineExceeded(f"Triton did not answer for {model!r} in time")
+    if is_input_too_long(message):
+        return InvalidInput.from_violations([FieldViolation("inputs", message.strip())])
+    if "unknown model" in lowered or code == "NOT_FOUND":
+        if "not found" in lowered or code == "NOT_FOUND":
+            return ModelNotFound(f"Triton at {url} has no model {model!r}")
+        return BackendUnavailable(f"Triton model {model!r} is not available: {message}")
+    if "not ready" in lowered or "no available versions" in lowered:
+        return BackendUnavailable(f"Triton model {model!r} is not ready: {message}")
+    if code == "UNAVAILABLE" or code == "CANCELLED":
+        return BackendUnavailable(f"Triton at {url} is unavailable: {message}")
+    if code == "RESOURCE_EXHAUSTED" or "exceeds maximum queue size" in lowered:
+        return Overloaded(f"Triton rejected the request for {model!r}: {message}")
+    return BackendError(f"Triton failed on {model!r} ({code or 'no status'}): {message}")

@@ -1,0 +1,150 @@
+"""``lmforge up``: the embedded default, one command from nothing to a served API.
+
+Builds the demo model repository (real all-MiniLM-L6-v2 embeddings and a sentiment
+classifier fine-tuned on SST-2; both cached after the first run), starts the ``tritonserver``
+bundled in the nvidia-pytriton wheel on it, starts the gateway in front of it, makes one
+real call of each kind, prints how to make them yourself, and serves until SIGINT/SIGTERM.
+
+The repository is built in a child process (``lmforge repo demo``), so the gateway process
+never imports the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.client import AsyncLmforgeClient
+from gateway.config import GatewayConfig
+from gateway.server import GatewayServer
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEMO_MODELS = (
+    {"name": "minilm", "task": "embed", "triton_model": "minilm"},
+    {"name": "sentiment", "task": "classify", "triton_model": "sentiment"},
+)
+
+
+def demo_config(triton_url: str, port: int, metrics_port: int | None) -> GatewayConfig:
+    return GatewayConfig.from_mapping(
+        {
+            "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
+            "triton": {"url": triton_url},
+            "models": list(DEMO_MODELS),
+        },
+        source="lmforge up",
+    )
+
+
+def build_demo_repository(out: Path) -> None:
+    """Run ``lmforge repo demo --out OUT`` in a child process (it imports torch)."""
+    command = [sys.executable, "-m", "gateway.cli", "repo", "demo", "--out", str(out)]
+    logger.info("building the demo model repository: %s", " ".join(command))
+    subprocess.run(command, check=True)
+
+
+async def _wait_serving(client: AsyncLmforgeClient, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    status = "UNKNOWN"
+    while time.monotonic() < deadline:
+        status = await client.health(timeout=2.0)
+        if status == "SERVING":
+            return
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"gateway health is still {status} after {timeout:.0f} s")
+
+
+async def _show_calls(target: str) -> None:
+    async with AsyncLmforgeClient(target) as client:
+        await _wait_serving(client, timeout=120.0)
+        sentiment = await client.classify(
+            "sentiment", ["a gorgeous, witty, seductive movie.", "the plot is dull and slow."]
+        )
+        embedded = await client.embed("minilm", ["lmforge serves typed gRPC APIs."])
+    print("\nlmforge is up.", flush=True)
+    print(f"  gateway (gRPC, reflection on): {target}")
+    for text, result in zip(
+        ["a gorgeous, witty, seductive movie.", "the plot is dull and slow."],
+        sentiment.results,
+        strict=True,
+    ):
+        print(f"  Classify sentiment {text!r} -> {result.top.label} {result.top.score:.3f}")
+    vector = embedded.embeddings[0]
+    print(
+        f"  Embed minilm -> {len(vector)} dims [{', '.join(f'{v:+.3f}' for v in vector[:4])}, ...]"
+        f" served by {embedded.served_by.triton_model} v{embedded.served_by.triton_model_version}"
+    )
+    print("\nTry it:")
+    print(f"  lmforge client --target {target} classify --model sentiment 'what a great film'")
+    print(f"  lmforge client --target {target} embed --model minilm 'hello world'")
+    print(f"  lmforge client --target {target} models")
+    print(
+        f"  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{target}"
+    )
+    print("Stop with Ctrl-C.\n", flush=True)
+
+
+async def _serve(config: GatewayConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = GatewayServer(config)
+    try:
+        await server.start()
+        await _show_calls(server.address)
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from triton_models.launcher import TritonServer, TritonStartError
+
+    repository = Path(args.repository).expanduser()
+    if not args.no_build:
+        try:
+            build_demo_repository(repository)
+        except subprocess.CalledProcessError as exc:
+            logger.error("building the demo repository failed (exit %s)", exc.returncode)
+            return 1
+    settings = Settings.from_env()
+    port = args.port if args.port is not None else (settings.port or 50051)
+    try:
+        with TritonServer(repository) as triton:
+            logger.info("tritonserver ready on %s (log %s)", triton.grpc_url, triton.log_path)
+            config = demo_config(triton.grpc_url, port, args.metrics_port)
+            asyncio.run(_serve(config))
+    except TritonStartError as exc:
+        logger.error("%s", exc)
+        return 1
+    except OSError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="build the demo repository, start tritonserver and the gateway (embedded mode)",
+        description="Build (or reuse) the demo model repository, serve it with the bundled "
+        "tritonserver and put the gateway in front of it on localhost.",
+    )
+    parser.add_argument(
+        "--repository",
+        default="~/.cache/lmforge/demo-repository",
+        help="where the demo repository is written (default %(default)s)",
+    )
+    parser.add_argument("--no-build", action="store_true", help="serve --repository as it is")
+    parser.add_argument("--port", type=int, default=None, help="gateway port (default 50051)")
+    parser.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port")
+    parser.set_defaults(handler=_run)
