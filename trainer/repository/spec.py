@@ -1,0 +1,208 @@
+"""The repository spec: which checkpoints become which Triton models, and how.
+
+Example::
+
+    models:
+      - name: minilm
+        task: embed
+        checkpoint: ./checkpoints/all-MiniLM-L6-v2   # relative to this file
+        target: cpu
+        max_length: 256
+        buckets: [16, 32, 64, 128, 256]
+        max_batch_size: 32
+        dynamic_batching: {max_queue_delay_us: 2000, preferred_batch_sizes: [8, 16, 32]}
+        instances: 1
+        parity: {atol: 1.0e-4, min_cosine: 0.9999, dataset: {path: dev.tsv, column: 0}}
+        quantize: none            # or int8_dynamic, or {method: int8_dynamic, min_cosine: 0.99}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.repository.errors import SpecError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+TASKS = ("embed", "classify")
+TARGETS = ("cpu", "onnxruntime", "tensorrt")
+
+DEFAULT_PARITY_SENTENCES: tuple[str, ...] = (
+    "hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "a gripping , funny and ultimately moving film .",
+    "the plot is thin and the acting wooden ; i left before the end .",
+    "Triton serves many models at once, each with its own dynamic batcher and instance group.",
+    "ok",
+    "What is the capital of France?",
+    "It rained all day, so we stayed in, read books, and cooked a long, slow dinner together.",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DynamicBatching(_Strict):
+    max_queue_delay_us: int = Field(default=2000, ge=0, le=10_000_000)
+    preferred_batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = ()
+
+
+class ParityDataset(_Strict):
+    """Sentences for the parity check, read from a TSV file with a header line."""
+
+    path: Path
+    column: int | str = 0
+    limit: int = Field(default=64, ge=1, le=10_000)
+
+
+class ParitySpec(_Strict):
+    atol: float = Field(default=1e-4, gt=0)
+    min_cosine: float = Field(default=0.9999, gt=0, le=1)
+    sentences: tuple[str, ...] = ()
+    dataset: ParityDataset | None = None
+
+    @field_validator("sentences")
+    @classmethod
+    def _no_empty_sentences(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s.strip() for s in value):
+            raise ValueError("parity sentences must not be empty")
+        return value
+
+
+class QuantizeSpec(_Strict):
+    method: Literal["none", "int8_dynamic"] = "none"
+    per_channel: bool = True
+    min_cosine: float = Field(default=0.99, gt=0, le=1)  # gate vs the FP32 graph
+
+
+class ModelSpec(_Strict):
+    name: str
+    task: Literal["embed", "classify"]
+    checkpoint: Path
+    target: Literal["cpu", "onnxruntime", "tensorrt"] = "cpu"
+    max_length: int = Field(default=256, ge=2, le=8192)
+    buckets: tuple[Annotated[int, Field(ge=1)], ...] = (16, 32, 64, 128)
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    instances: int = Field(default=1, ge=1, le=64)
+    cpu_threads: int = Field(default=0, ge=0, le=256)  # ONNX Runtime intra-op; 0 = its choice
+    labels: tuple[str, ...] | None = None  # classify: overrides config.id2label
+    parity: ParitySpec = ParitySpec()
+    quantize: QuantizeSpec = QuantizeSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"model name {value!r} must be lowercase letters, digits, '_' or '-', "
+                "starting with a letter"
+            )
+        return value
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantize_shorthand(cls, value: Any) -> Any:
+        if value is None:
+            return {"method": "none"}
+        if isinstance(value, str):
+            return {"method": value}
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ModelSpec:
+        too_long = [b for b in self.buckets if b > self.max_length]
+        if too_long:
+            raise ValueError(
+                f"buckets {list(too_long)} exceed max_length {self.max_length} "
+                f"(model {self.name!r})"
+            )
+        if list(self.buckets) != sorted(set(self.buckets)):
+            raise ValueError(f"buckets {list(self.buckets)} must be strictly increasing")
+        big = [s for s in self.dynamic_batching.preferred_batch_sizes if s > self.max_batch_size]
+        if big:
+            raise ValueError(
+                f"preferred_batch_sizes {big} exceed max_batch_size {self.max_batch_size} "
+                f"(model {self.name!r})"
+            )
+        if self.quantize.method != "none" and self.target == "tensorrt":
+            raise ValueError(
+                f"quantize {self.quantize.method} is an ONNX Runtime method; target tensorrt "
+                f"(model {self.name!r}) builds its own reduced-precision engine"
+            )
+        if self.labels is not None and self.task != "classify":
+            raise ValueError(
+                f"labels are only for task classify, model {self.name!r} is {self.task}"
+            )
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels {list(self.labels)} contain duplicates")
+        return self
+
+    @property
+    def all_buckets(self) -> tuple[int, ...]:
+        """The buckets the tokenizer pads to: the spec's plus ``max_length``."""
+        return tuple(sorted({*self.buckets, self.max_length}))
+
+
+class RepositorySpec(_Strict):
+    models: tuple[ModelSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RepositorySpec:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {dupes}")
+        derived = {n + suffix for n in names for suffix in ("_tokenize", "_encoder")}
+        clash = sorted(set(names) & derived)
+        if clash:
+            raise ValueError(f"model names {clash} clash with generated composing-model names")
+        return self
+
+    def resolve_paths(self, base: Path) -> RepositorySpec:
+        """Make relative checkpoint and dataset paths relative to ``base`` (the spec's folder)."""
+
+        def fix(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        models = []
+        for m in self.models:
+            parity = m.parity
+            if parity.dataset is not None:
+                dataset = parity.dataset.model_copy(update={"path": fix(parity.dataset.path)})
+                parity = parity.model_copy(update={"dataset": dataset})
+            models.append(m.model_copy(update={"checkpoint": fix(m.checkpoint), "parity": parity}))
+        return self.model_copy(update={"models": tuple(models)})
+
+
+def parse_spec(data: Any, base: Path | None = None) -> RepositorySpec:
+    """Validate a plain mapping; raise :class:`SpecError` naming every problem."""
+    try:
+        spec = RepositorySpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SpecError(f"invalid repository spec: {problems}") from exc
+    return spec.resolve_paths(base) if base is not None else spec
+
+
+def load_spec(path: Path) -> RepositorySpec:
+    """Read and validate a YAML spec; relative paths are taken from the file's folder."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"spec {path} must be a mapping with a 'models' list")
+    return parse_spec(data, base=Path(path).resolve().parent)

@@ -1,0 +1,94 @@
+"""``<name>_encoder`` for the ``cpu`` target: an ONNX Runtime session inside Triton.
+
+Every request of one ``execute()`` call (dynamic batching with ``allow_ragged_batch``, so
+their lengths may differ) is right-padded to a common length, run in one
+``session.run`` and split back per request. The graph's outputs (``EMBEDDING`` or
+``PROBS``, pooling/softmax already inside the graph) are returned under their own names.
+
+Config ``parameters``: ``model_file`` (default ``model.onnx`` in the version folder),
+``intra_op_threads`` and ``inter_op_threads`` (0: ONNX Runtime decides).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+try:  # a built repository ships the helpers next to this file
+    from lmforge_runtime.ragged import merge_requests, split_rows
+except ModuleNotFoundError:  # running from the source tree
+    from triton_models.runtime.ragged import merge_requests, split_rows
+
+logger = logging.getLogger(__name__)
+
+_state = ort.capi.onnxruntime_pybind11_state
+# ONNX Runtime's run-time errors derive from Exception directly; name the ones a bad batch raises.
+_ORT_ERRORS: tuple[type[Exception], ...] = (
+    _state.Fail,
+    _state.InvalidArgument,
+    _state.RuntimeException,
+)
+
+
+def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    raw = model_config.get("parameters", {})
+    return {key: value.get("string_value", "") for key, value in raw.items()}
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        params = _parameters(config)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        model_file = version_dir / params.get("model_file", "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)
+        options.inter_op_num_threads = int(params.get("inter_op_threads", "0") or 0)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        logger.info(
+            "encoder %s: inputs=%s outputs=%s", model_file, self.input_names, self.output_names
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        tensors: list[dict[str, np.ndarray]] = []
+        for request in requests:
+            tensors.append(
+                {
+                    name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                    for name in self.input_names
+                }
+            )
+        try:
+            merged, counts = merge_requests(tensors)
+            values = self.session.run(self.output_names, merged)
+        except (ValueError, *_ORT_ERRORS) as exc:
+            logger.exception("encoder batch failed")
+            error = pb_utils.TritonError(f"encoder failed: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        per_request = split_rows(dict(zip(self.output_names, values, strict=True)), counts)
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor(name, np.ascontiguousarray(value))
+                    for name, value in outputs.items()
+                ]
+            )
+            for outputs in per_request
+        ]
+
+    def finalize(self) -> None:
+        self.session = None
