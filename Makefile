@@ -43,7 +43,7 @@ test-all: install ## the whole suite including slow tests
 lint: install ## ruff, mypy --strict on gateway/, buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway triton_models/launcher.py
+	$(VENV)/bin/mypy gateway triton_models trainer
 	$(BUF) lint
 
 fmt: install ## format the code

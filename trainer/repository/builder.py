@@ -167,14 +167,14 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
         else:
             shutil.move(fp32, final)
     if spec.target == "tensorrt":
-        from trainer.repository.tensorrt import build_engine
+        from trainer.repository.tensorrt import build_engine, check_engine_parity
 
-        build_engine(
-            final,
-            version_dir / "model.plan",
-            signature.inputs,
-            pbtxt.tensorrt_profiles(spec),
-            spec.max_batch_size,
+        profiles = pbtxt.tensorrt_profiles(spec)
+        plan = build_engine(
+            final, version_dir / "model.plan", signature.inputs, profiles, spec.max_batch_size
+        )
+        check_engine_parity(
+            spec, loaded.module, signature.inputs, loaded.tokenizer_file, plan, profiles
         )
         final.unlink()
     elif spec.target == "cpu":

@@ -81,3 +81,102 @@ def build_engine(
     plan_path.write_bytes(bytes(serialized))
     logger.info("built TensorRT engine %s with %d profiles", plan_path, len(profiles))
     return plan_path
+
+
+# Engines are built with FP16 kernels: the gate is looser than the ONNX export's.
+ENGINE_ATOL = 2e-2
+ENGINE_MIN_COSINE = 0.999
+
+
+def engine_runner(
+    plan_path: Path, input_names: Sequence[str], profiles: Sequence[tuple[int, int]]
+) -> Any:
+    """A parity runner over a serialized engine: numpy feeds in, float32 output rows out.
+
+    Picks the optimization profile whose length range holds the feed's sequence length, the
+    same choice Triton makes for a request padded to that bucket.
+    """
+    import numpy as np
+    import torch
+
+    trt = _import_tensorrt()
+    _require_cuda()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(plan_path.read_bytes())
+    if engine is None:
+        raise ExportError(f"TensorRT cannot load the engine {plan_path}")
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    if len(outputs) != 1:
+        raise ExportError(f"engine {plan_path} has outputs {outputs}; expected exactly one")
+    torch_dtypes = {
+        trt.DataType.INT64: torch.int64,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+    }
+    stream = torch.cuda.Stream()
+
+    def run(feeds: dict[str, Any]) -> Any:
+        length = int(feeds[input_names[0]].shape[1])
+        profile = next((i for i, (low, high) in enumerate(profiles) if low <= length <= high), None)
+        if profile is None:
+            raise ExportError(f"no optimization profile serves sequence length {length}")
+        context.set_optimization_profile_async(profile, stream.cuda_stream)
+        keep = []
+        for name in input_names:
+            dtype = torch_dtypes[engine.get_tensor_dtype(name)]
+            tensor = torch.from_numpy(feeds[name]).to(device="cuda", dtype=dtype).contiguous()
+            keep.append(tensor)
+            context.set_input_shape(name, tuple(tensor.shape))
+            context.set_tensor_address(name, tensor.data_ptr())
+        out_shape = tuple(context.get_tensor_shape(outputs[0]))
+        out_dtype = torch_dtypes[engine.get_tensor_dtype(outputs[0])]
+        result = torch.empty(out_shape, dtype=out_dtype, device="cuda")
+        context.set_tensor_address(outputs[0], result.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ExportError(f"TensorRT failed to run {plan_path}")
+        stream.synchronize()
+        return np.asarray(result.float().cpu().numpy(), dtype=np.float32)
+
+    return run
+
+
+def check_engine_parity(
+    spec: Any,
+    module: Any,
+    input_names: Sequence[str],
+    tokenizer_file: Path,
+    plan_path: Path,
+    profiles: Sequence[tuple[int, int]],
+) -> Any:
+    """PyTorch (CPU, FP32) vs the engine on the spec's parity sentences; raises on failure."""
+    from trainer.repository.errors import ExportParityError
+    from trainer.repository.parity import compare, feed_batches, parity_sentences, torch_runner
+    from triton_models.runtime.text import TextEncoder
+
+    encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
+    batches = list(feed_batches(encoder, parity_sentences(spec.parity), input_names))
+    report = compare(
+        torch_runner(module, input_names),
+        engine_runner(plan_path, input_names, profiles),
+        batches,
+        spec.task,
+    )
+    atol = max(spec.parity.atol, ENGINE_ATOL)
+    min_cosine = min(spec.parity.min_cosine, ENGINE_MIN_COSINE)
+    logger.info(
+        "engine parity %s: %d rows, max |diff| %.2e (atol %.1e), min cosine %.6f (threshold %.6f)",
+        spec.name,
+        report.rows,
+        report.max_abs_diff,
+        atol,
+        report.min_cosine,
+        min_cosine,
+    )
+    if report.max_abs_diff > atol or report.min_cosine < min_cosine:
+        raise ExportParityError(
+            report.max_abs_diff, atol, report.min_cosine, min_cosine, model=spec.name
+        )
+    return report
