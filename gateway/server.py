@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -141,8 +142,15 @@ class GatewayServer:
         await self.stop(grace=0)
 
 
-async def serve(config: GatewayConfig, backend: Backend | None = None) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully."""
+async def serve(
+    config: GatewayConfig,
+    backend: Backend | None = None,
+    on_started: Callable[[GatewayServer], Awaitable[None]] | None = None,
+) -> None:
+    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully.
+
+    ``on_started`` runs once the server listens (``lmforge up`` makes its demo calls there).
+    """
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -151,6 +159,8 @@ async def serve(config: GatewayConfig, backend: Backend | None = None) -> None:
     server = GatewayServer(config, backend)
     try:
         await server.start()
+        if on_started is not None:
+            await on_started(server)
         await stop_requested.wait()
         logger.info("shutting down (grace %.1f s)", config.server.grace_period_s)
     finally:

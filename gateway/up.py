@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from gateway.client import AsyncLmforgeClient
 from gateway.config import GatewayConfig
-from gateway.server import GatewayServer
+from gateway.server import GatewayServer, serve
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -92,18 +91,8 @@ async def _show_calls(target: str) -> None:
     print("Stop with Ctrl-C.\n", flush=True)
 
 
-async def _serve(config: GatewayConfig) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = GatewayServer(config)
-    try:
-        await server.start()
-        await _show_calls(server.address)
-        await stop.wait()
-    finally:
-        await server.stop()
+async def _show_calls_on(server: GatewayServer) -> None:
+    await _show_calls(server.address)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,11 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         with TritonServer(repository) as triton:
             logger.info("tritonserver ready on %s (log %s)", triton.grpc_url, triton.log_path)
             config = demo_config(triton.grpc_url, port, args.metrics_port)
-            asyncio.run(_serve(config))
-    except TritonStartError as exc:
-        logger.error("%s", exc)
-        return 1
-    except OSError as exc:
+            asyncio.run(serve(config, on_started=_show_calls_on))
+    except (TritonStartError, OSError) as exc:
         logger.error("%s", exc)
         return 1
     return 0
