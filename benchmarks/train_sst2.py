@@ -1,0 +1,45 @@
+"""Benchmark: all-MiniLM-L6-v2 fine-tuned on SST-2 train for one epoch; SST-2 dev accuracy.
+
+    python benchmarks/train_sst2.py [--num-ranks 1] [--epochs 1]
+
+Target: dev accuracy >= 0.89. Prints and writes benchmarks/results/train_sst2.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from training_common import best_or_final, markdown_table, run_config, write_results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--num-ranks", type=int, default=1)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    args = parser.parse_args()
+    summary = run_config("sst2_minilm", {"training.epochs": args.epochs}, args.num_ranks)
+    final = summary["final"]["sst2"]
+    best = best_or_final(summary)["sst2"]
+    rows = [
+        ["final (end of epoch)", final["accuracy"], final["macro_f1"], summary["step"]],
+        [
+            "best dev checkpoint",
+            best["accuracy"],
+            best["macro_f1"],
+            (summary.get("best") or {}).get("step"),
+        ],
+    ]
+    table = markdown_table(["SST-2 dev", "accuracy", "macro-F1", "step"], rows)
+    markdown = (
+        "# all-MiniLM-L6-v2 on SST-2, one epoch\n\n"
+        f"{table}\n\n"
+        f"Wall time {summary['wall_seconds']:.0f} s (training loop {summary['train_seconds']:.0f} s), "
+        f"{args.num_ranks} rank(s), CPU. Target accuracy >= 0.89: "
+        f"{'met' if final['accuracy'] >= 0.89 else 'NOT met'} (final)."
+    )
+    write_results("train_sst2", summary, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

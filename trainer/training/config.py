@@ -1,0 +1,275 @@
+"""The run configuration: one typed, strictly validated root object loaded from YAML."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainer.training.errors import ConfigError
+
+TaskType = Literal["classification", "regression", "masked_lm", "causal_lm", "pair_embedding"]
+ENCODER_TASKS: frozenset[str] = frozenset(
+    {"classification", "regression", "masked_lm", "pair_embedding"}
+)
+PACKAGE_SCHEME = "pkg://"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArchitectureConfig(_Strict):
+    """A model built from a config (random weights), for from-scratch runs and tests."""
+
+    kind: Literal["bert", "gpt2"]
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    intermediate_size: int | None = Field(None, ge=8)
+    max_positions: int = Field(512, ge=16)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ArchitectureConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class ModelConfig(_Strict):
+    """Either a pretrained HF folder or an architecture; a tokenizer folder in both cases."""
+
+    pretrained: Path | None = None
+    architecture: ArchitectureConfig | None = None
+    tokenizer: Path | None = None
+    max_length: int = Field(128, ge=8)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.pretrained is None) == (self.architecture is None):
+            raise ValueError("set exactly one of model.pretrained and model.architecture")
+        if self.architecture is not None and self.tokenizer is None:
+            raise ValueError("model.tokenizer is required when model.architecture is set")
+        return self
+
+    @property
+    def tokenizer_path(self) -> Path:
+        path = self.tokenizer if self.tokenizer is not None else self.pretrained
+        if path is None:  # excluded by the validator
+            raise ConfigError("no tokenizer folder configured")
+        return path
+
+
+class DataSource(_Strict):
+    path: Path
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
+    on_error: Literal["fail", "skip"] = "fail"
+    max_rows: int | None = Field(None, ge=1)
+
+
+class ImbalanceConfig(_Strict):
+    """Class-imbalance handling for a classification task.
+
+    ``class_weight`` and ``oversample`` weight class c by ``(1 / n_c) ** power``
+    (``power=1``: inverse frequency, ``0.5``: inverse square root); ``focal`` uses ``gamma``
+    and, when ``power > 0``, the same class weights as alpha.
+    """
+
+    method: Literal["none", "class_weight", "focal", "oversample"] = "none"
+    gamma: float = Field(2.0, ge=0.0)
+    power: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class TaskConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    type: TaskType
+    train: DataSource
+    dev: DataSource | None = None
+    text_fields: list[str] = Field(min_length=1, max_length=2)
+    label_field: str | None = None
+    labels: list[str] | None = Field(None, min_length=2)
+    imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
+    loss_weight: float = Field(1.0, gt=0.0)
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    contrastive_scale: float = Field(20.0, gt=0.0)
+    min_pair_score: float | None = None
+
+    @model_validator(mode="after")
+    def _fields_fit_type(self) -> TaskConfig:
+        needs_label = self.type in ("classification", "regression")
+        if needs_label and self.label_field is None:
+            raise ValueError(f"task {self.name!r} of type {self.type} needs label_field")
+        if self.type in ("masked_lm", "causal_lm") and len(self.text_fields) != 1:
+            raise ValueError(f"task {self.name!r} of type {self.type} takes one text field")
+        if self.type == "pair_embedding" and len(self.text_fields) != 2:
+            raise ValueError(f"task {self.name!r} of type pair_embedding takes two text fields")
+        if self.type != "classification" and self.imbalance.method != "none":
+            raise ValueError(
+                f"task {self.name!r}: imbalance.method={self.imbalance.method} "
+                f"only applies to classification, not {self.type}"
+            )
+        if self.labels is not None and self.type != "classification":
+            raise ValueError(f"task {self.name!r}: labels only apply to classification")
+        if self.min_pair_score is not None and self.type != "pair_embedding":
+            raise ValueError(f"task {self.name!r}: min_pair_score only applies to pair_embedding")
+        return self
+
+
+class SamplingConfig(_Strict):
+    """How tasks are mixed: p_i ∝ n_i (proportional), n_i^(1/T) (temperature), 1 (uniform)."""
+
+    strategy: Literal["proportional", "temperature", "uniform"] = "temperature"
+    temperature: float = Field(2.0, gt=0.0)
+
+
+class DeepSpeedConfig(_Strict):
+    zero_stage: int = Field(2, ge=0, le=3)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    micro_batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_clipping: float = Field(1.0, ge=0.0)
+
+
+class OptimizerConfig(_Strict):
+    lr: float = Field(5e-5, gt=0.0)
+    head_lr: float | None = Field(None, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class LoopConfig(_Strict):
+    """Length of the run and its cadences, counted in optimizer steps (0 = never)."""
+
+    max_steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0.0)
+    eval_every: int = Field(0, ge=0)
+    save_every: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    group_by_length: bool = False
+    best_metric: str | None = None
+    best_mode: Literal["max", "min"] = "max"
+
+    @model_validator(mode="after")
+    def _one_length(self) -> LoopConfig:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of training.max_steps and training.epochs")
+        return self
+
+
+class RunConfig(_Strict):
+    model: ModelConfig
+    tasks: list[TaskConfig] = Field(min_length=1)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: LoopConfig
+    output_dir: Path
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        arch = self.model.architecture
+        kind = arch.kind if arch is not None else None
+        for task in self.tasks:
+            if kind == "gpt2" and task.type in ENCODER_TASKS:
+                raise ValueError(
+                    f"task {task.name!r} ({task.type}) needs an encoder, "
+                    "but model.architecture.kind is gpt2"
+                )
+            if kind == "bert" and task.type == "causal_lm":
+                raise ValueError(
+                    f"task {task.name!r} (causal_lm) needs a decoder, "
+                    "but model.architecture.kind is bert"
+                )
+        best = self.training.best_metric
+        if best is not None:
+            task_name, _, metric = best.partition("/")
+            if task_name not in names or not metric:
+                raise ValueError(
+                    f"training.best_metric={best!r} must be 'TASK/METRIC' with TASK one of {names}"
+                )
+        return self
+
+    def task(self, name: str) -> TaskConfig:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise ConfigError(f"no task named {name!r}; tasks are {[t.name for t in self.tasks]}")
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    if value.startswith(PACKAGE_SCHEME):
+        package, _, rest = value[len(PACKAGE_SCHEME) :].partition("/")
+        spec = importlib.util.find_spec(package)  # locates the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"{value}: package {package!r} is not installed")
+        return str(Path(next(iter(spec.submodule_search_locations))) / rest)
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+_PATH_KEYS = {"pretrained", "tokenizer", "path", "output_dir"}
+
+
+def _resolve_paths(node: Any, base: Path) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _resolve_path(value, base)
+            if key in _PATH_KEYS and isinstance(value, str)
+            else _resolve_paths(value, base)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_resolve_paths(item, base) for item in node]
+    return node
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid run config"]
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "(root)"
+        lines.append(f"  {loc}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, base_dir: Path, source: str = "<config>") -> RunConfig:
+    """Validate a mapping; relative paths are resolved against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the run config must be a mapping, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(_resolve_paths(data, base_dir))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load a run config from YAML; relative paths are relative to the YAML file's folder."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read run config: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(data, path.resolve().parent, str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    """The config as YAML with absolute paths, so a run folder is self-describing."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,60 @@
+"""The script DeepSpeed's launcher runs on every rank: ``python -m trainer.training.entry RUN.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from trainer.training.config import load_config
+from trainer.training.errors import TrainingError
+
+logger = logging.getLogger(__name__)
+
+
+THREADS_ENV = "LMFORGE_CPU_THREADS"
+
+
+def _threads_per_rank(world_size: int) -> int:
+    """Intra-op threads per rank: ``LMFORGE_CPU_THREADS``, else the cores split among ranks.
+
+    On a CPU shared with other work, 1 avoids OpenMP threads spinning against each other.
+    """
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    local = int(os.environ.get("LOCAL_SIZE") or os.environ.get("LOCAL_WORLD_SIZE") or world_size)
+    return max(1, (os.cpu_count() or 1) // max(1, local))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainer.training.entry")
+    parser.add_argument("config")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--local_rank", type=int, default=None)  # passed by the launcher
+    args = parser.parse_args(argv)
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(
+        level=logging.INFO if rank == "0" else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s [rank {rank}] %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        import deepspeed
+        import torch
+        import torch.distributed as dist
+
+        deepspeed.init_distributed()
+        torch.set_num_threads(_threads_per_rank(dist.get_world_size()))
+        from trainer.training.loop import train
+
+        train(config, resume=args.resume)
+    except TrainingError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The DeepSpeed training loop: task sampling, evaluation, checkpoints, best model, export.
+
+Every rank runs this. All ranks draw the same task at each micro-step (same sampler seed) and
+read disjoint slices of its batch. Randomness is derived from (seed, micro-step, rank), so a
+resumed run repeats exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from trainer.training import checkpoint
+from trainer.training.config import ENCODER_TASKS, RunConfig, dump_config
+from trainer.training.errors import CheckpointError, ConfigError
+from trainer.training.export import export_task, save_bundle
+from trainer.training.modeling import (
+    MultiTaskModel,
+    build_encoder,
+    encoder_kind,
+    init_lm_heads_from_embeddings,
+)
+from trainer.training.optim import build_optimizer, deepspeed_config
+from trainer.training.runlog import MetricsLog
+from trainer.training.sampling import IndexStream, TaskSampler, task_probabilities
+from trainer.training.tasks import Collator, EvalAccumulator, Task, load_task, text_lengths
+
+logger = logging.getLogger(__name__)
+
+
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([abs(p) for p in parts]).generate_state(1)[0])
+
+
+def total_steps(config: RunConfig, tasks: list[Task], world_size: int) -> int:
+    if config.training.max_steps is not None:
+        return config.training.max_steps
+    ds = config.deepspeed
+    per_step = ds.micro_batch_size * ds.gradient_accumulation_steps * world_size
+    rows = sum(len(t.train) for t in tasks)
+    return max(1, math.ceil(float(config.training.epochs or 1.0) * rows / per_step))
+
+
+def _load_tokenizer(config: RunConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    path = config.model.tokenizer_path
+    if not path.is_dir():
+        raise ConfigError(f"tokenizer folder {path} does not exist")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.is_fast:
+        raise ConfigError(f"{path}: a fast tokenizer (tokenizer.json) is required")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def build_model(config: RunConfig, tasks: list[Task], tokenizer: Any) -> MultiTaskModel:
+    encoder = build_encoder(config.model, len(tokenizer), tokenizer.pad_token_id)
+    kind = encoder_kind(encoder.config)
+    for task in tasks:
+        needs = "encoder" if task.config.type in ENCODER_TASKS else "decoder"
+        if needs != kind:
+            raise ConfigError(
+                f"task {task.name!r} ({task.config.type}) needs an {needs}, "
+                f"but the model ({encoder.config.model_type}) is a {kind}"
+            )
+    if any(t.config.type == "masked_lm" for t in tasks) and tokenizer.mask_token_id is None:
+        raise ConfigError("masked_lm needs a tokenizer with a mask token")
+    model = MultiTaskModel(encoder, [t.spec for t in tasks])
+    init_lm_heads_from_embeddings(model)
+    return model
+
+
+def gather_full_state(engine: Any, zero_stage: int) -> dict[str, torch.Tensor] | None:
+    """Collective: the full fp32 state dict on rank 0 (None elsewhere)."""
+    import deepspeed
+
+    module = engine.module
+
+    def copy() -> dict[str, torch.Tensor] | None:
+        if dist.get_rank() != 0:
+            return None
+        return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+    if zero_stage == 3:
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return copy()
+    return copy()
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, resume: bool) -> None:
+        import deepspeed
+
+        self.config = config
+        self.rank = dist.get_rank()
+        self.world = dist.get_world_size()
+        self.out = config.output_dir
+        self.ckpt_dir = self.out / "checkpoints"
+        if not resume and (self.ckpt_dir / checkpoint.MARKER).is_file():
+            raise CheckpointError(
+                f"{self.out} already holds checkpoints: pass --resume or choose another output_dir"
+            )
+        if resume and not (self.ckpt_dir / checkpoint.MARKER).is_file():
+            raise CheckpointError(f"--resume: no completed checkpoint in {self.ckpt_dir}")
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.tokenizer = _load_tokenizer(config)
+        self.tasks = [load_task(t) for t in config.tasks]
+        self.collate = Collator(self.tokenizer, config.model.max_length)
+        self.model = build_model(config, self.tasks, self.tokenizer)
+        self.total = total_steps(config, self.tasks, self.world)
+        optimizer, scheduler = build_optimizer(self.model, config.optimizer, self.total)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=self.model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(config.deepspeed, self.world),
+            dist_init_required=False,
+        )
+        probs = task_probabilities(
+            [len(t.train) for t in self.tasks],
+            config.sampling.strategy,
+            config.sampling.temperature,
+        )
+        self.sampler = TaskSampler(probs, config.seed)
+        mb = config.deepspeed.micro_batch_size
+        self.streams = [
+            IndexStream(
+                len(t.train),
+                mb,
+                seed=config.seed,
+                task_index=i,
+                rank=self.rank,
+                world_size=self.world,
+                example_weights=t.example_weights(),
+                lengths=text_lengths(t.train) if config.training.group_by_length else None,
+            )
+            for i, t in enumerate(self.tasks)
+        ]
+        self.step = 0
+        self.micro = 0
+        self.best: dict[str, Any] | None = None
+        tensorboard = self.out / "tensorboard" if self.rank == 0 else None
+        self.log = MetricsLog(self.out / "metrics.jsonl", tensorboard)
+        if self.rank == 0:
+            logger.info(
+                "%d steps of %d rows (%d ranks, ZeRO-%d); task mix %s",
+                self.total,
+                mb * config.deepspeed.gradient_accumulation_steps * self.world,
+                self.world,
+                config.deepspeed.zero_stage,
+                {t.name: round(float(p), 4) for t, p in zip(self.tasks, probs, strict=True)},
+            )
+        if resume:
+            self._restore(checkpoint.load(self.engine, self.ckpt_dir))
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "micro": self.micro,
+            "sampler": self.sampler.state_dict(),
+            "streams": [s.state_dict() for s in self.streams],
+            "best": self.best,
+            "world_size": self.world,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if int(state["world_size"]) != self.world:
+            raise CheckpointError(
+                f"checkpoint was written by {state['world_size']} ranks, this run has {self.world}"
+            )
+        self.step = int(state["step"])
+        self.micro = int(state["micro"])
+        self.sampler.load_state_dict(state["sampler"])
+        for stream, saved in zip(self.streams, state["streams"], strict=True):
+            stream.load_state_dict(saved)
+        self.best = state["best"]
+        if self.rank == 0:
+            self.log.truncate_after(self.step)
+
+    # -- training ---------------------------------------------------------------------------
+    def _micro_step(self) -> tuple[int, float]:
+        index = self.sampler.next()
+        task = self.tasks[index]
+        generator = torch.Generator().manual_seed(
+            derived_seed(self.config.seed, self.micro, self.rank, 1)
+        )
+        torch.manual_seed(derived_seed(self.config.seed, self.micro, self.rank, 2))  # dropout
+        batch = self.collate(task, task.train, self.streams[index].next_batch(), generator)
+        out = self.engine(task=task.name, **batch)
+        self.engine.backward(out.loss * task.config.loss_weight)
+        self.engine.step()
+        self.micro += 1
+        return index, float(out.loss.detach())
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        cfg = self.config.training
+        n = len(self.tasks)
+        bar = tqdm(total=self.total, initial=self.step, disable=self.rank != 0, mininterval=2.0)
+        self.engine.train()
+        sums = torch.zeros(2 * n + 2, dtype=torch.float64)  # losses since the last log line
+        while self.step < self.total:
+            for _ in range(self.config.deepspeed.gradient_accumulation_steps):
+                index, loss = self._micro_step()
+                sums[index] += loss
+                sums[n + index] += 1
+                sums[2 * n] += loss
+                sums[2 * n + 1] += 1
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == self.total:
+                dist.all_reduce(sums)
+                self._log_step(sums, n, bar)
+                sums.zero_()
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
+                self._evaluate_and_select()
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total:
+                checkpoint.save(
+                    self.engine, self.ckpt_dir, self.step, self.state_dict(), cfg.keep_checkpoints
+                )
+        bar.close()
+        final = self._evaluate_and_select()
+        summary = self._finish(final, time.monotonic() - started)
+        self.log.close()
+        return summary
+
+    def _log_step(self, sums: torch.Tensor, n: int, bar: Any) -> None:
+        if self.rank != 0:
+            return
+        loss = float(sums[2 * n] / sums[2 * n + 1])
+        record: dict[str, Any] = {
+            "step": self.step,
+            "loss": loss,
+            "lr": float(self.engine.get_lr()[0]),
+            "task_loss": {
+                t.name: float(sums[i] / sums[n + i])
+                for i, t in enumerate(self.tasks)
+                if sums[n + i] > 0
+            },
+        }
+        self.log.write(record)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        self.engine.eval()
+        results: dict[str, dict[str, float]] = {}
+        bs = self.config.training.eval_batch_size
+        for task in self.tasks:
+            if task.dev is None:
+                continue
+            mine = list(range(self.rank, len(task.dev), self.world))
+            batches = math.ceil(math.ceil(len(task.dev) / self.world) / bs)
+            acc = EvalAccumulator(task)
+            for b in range(batches):
+                chunk = mine[b * bs : (b + 1) * bs]
+                valid = [True] * len(chunk)
+                if not chunk:  # every rank must run the same number of forward passes
+                    chunk, valid = [0], [False]
+                generator = torch.Generator().manual_seed(
+                    derived_seed(self.config.seed, b, self.rank, 3)
+                )
+                batch = self.collate(task, task.dev, chunk, generator)
+                out = self.engine(task=task.name, **batch)
+                acc.add(out, chunk, valid)
+            states: list[Any] = [None] * self.world
+            dist.all_gather_object(states, acc.state())
+            results[task.name] = acc.compute(states)
+        self.engine.train()
+        return results
+
+    def _evaluate_and_select(self) -> dict[str, dict[str, float]]:
+        results = self.evaluate()
+        if not results:
+            return results
+        if self.rank == 0:
+            self.log.write({"step": self.step, "eval": results})
+            logger.info("step %d eval: %s", self.step, json.dumps(results))
+        cfg = self.config.training
+        if cfg.best_metric is None:
+            return results
+        task_name, _, metric = cfg.best_metric.partition("/")
+        value = results.get(task_name, {}).get(metric)
+        if value is None:
+            raise ConfigError(f"training.best_metric={cfg.best_metric!r} is not among {results}")
+        better = self.best is None or (
+            value > self.best["value"] if cfg.best_mode == "max" else value < self.best["value"]
+        )
+        if better:
+            self.best = {
+                "step": self.step,
+                "value": value,
+                "metric": cfg.best_metric,
+                "eval": results,
+            }
+            self._write_bundle(self.out / "best", {"step": self.step, "eval": results})
+        return results
+
+    # -- output -------------------------------------------------------------------------------
+    def _write_bundle(self, folder: Path, metrics: dict[str, Any]) -> MultiTaskModel | None:
+        """Collective; rank 0 writes the bundle and returns a CPU copy of the model."""
+        from transformers import AutoModel
+
+        state = gather_full_state(self.engine, self.config.deepspeed.zero_stage)
+        model: MultiTaskModel | None = None
+        if self.rank == 0 and state is not None:
+            encoder = AutoModel.from_config(self.model.encoder.config)
+            model = MultiTaskModel(encoder, [t.spec for t in self.tasks])
+            model.load_state_dict(state)
+            extras = {
+                "metrics.json": json.dumps(metrics, indent=2),
+                "run.yaml": dump_config(self.config),
+            }
+            save_bundle(folder, model, state, self.tokenizer, extras)
+        dist.barrier()
+        return model
+
+    def _finish(self, final: dict[str, dict[str, float]], seconds: float) -> dict[str, Any]:
+        summary = {"step": self.step, "final": final, "best": self.best, "train_seconds": seconds}
+        model = self._write_bundle(self.out / "model", summary)
+        if self.rank == 0 and model is not None:
+            source = model
+            if self.best is not None:
+                from trainer.training.export import load_bundle
+
+                source, _ = load_bundle(self.out / "best")
+            extras = {
+                "metrics.json": json.dumps(summary, indent=2),
+                "run.yaml": dump_config(self.config),
+            }
+            for task in self.tasks:
+                export_task(
+                    source,
+                    self.tokenizer,
+                    task.name,
+                    self.out / "exports" / task.name,
+                    extra_files=extras,
+                )
+            self.log.write({"step": self.step, "summary": summary})
+            logger.info(
+                "finished %d steps in %.1f s; model in %s", self.step, seconds, self.out / "model"
+            )
+        dist.barrier()
+        return summary
+
+
+def train(config: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) the configured training on the current process group."""
+    if dist.get_rank() == 0:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        (config.output_dir / "run.yaml").write_text(dump_config(config), encoding="utf-8")
+    return Trainer(config, resume).run()
