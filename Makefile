@@ -33,14 +33,13 @@ install: $(VENV)/.installed ## create .venv and install lmforge with its train+d
 serve: install ## build the demo model repository, start tritonserver + the gateway on localhost
 	$(VENV)/bin/lmforge up
 
-test: install ## lint the contract and run the test suite (no GPU, no network needed)
-	$(BUF) lint
+test: lint ## lint (ruff, mypy, buf) and run the test suite (no GPU needed)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-all: install ## the whole suite including slow tests
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-lint: install ## ruff, mypy --strict on gateway/, buf lint
+lint: install ## ruff (lint + format), mypy (strict on gateway/, triton_models/), buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy gateway triton_models trainer

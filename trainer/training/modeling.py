@@ -74,7 +74,7 @@ class ClassificationHead(nn.Module):
         super().__init__()
         self.spec = spec
         self.num_labels = 1 if spec.type == "regression" else len(spec.label_names or [])
-        dropout = getattr(config, "classifier_dropout", None)
+        dropout: Any = getattr(config, "classifier_dropout", None)
         if dropout is None:
             dropout = getattr(config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(float(dropout))
@@ -215,7 +215,7 @@ class MultiTaskModel(nn.Module):
 
     def _idle_term(self, name: str, hidden: torch.Tensor, out: Any) -> torch.Tensor:
         spec = self.specs[name]
-        head = self.heads[name]
+        head: Any = self.heads[name]
         if spec.type in ("classification", "regression"):
             return head.classifier(out.pooler_output[:1]).sum() * 0.0
         if spec.type == "masked_lm":
@@ -282,7 +282,8 @@ def init_lm_heads_from_embeddings(model: MultiTaskModel) -> None:
     """Start the (untied) vocabulary projections from the input embeddings."""
     embeddings = model.encoder.get_input_embeddings().weight
     with torch.no_grad():
-        for name, head in model.heads.items():
+        for name, module in model.heads.items():
+            head: Any = module
             spec = model.specs[name]
             if spec.type == "masked_lm":
                 head.decoder.weight.copy_(embeddings)

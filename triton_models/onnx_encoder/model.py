@@ -37,6 +37,7 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (
     _state.InvalidArgument,
     _state.RuntimeException,
 )
+_BATCH_ERRORS: tuple[type[Exception], ...] = (ValueError, *_ORT_ERRORS)
 
 
 def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
@@ -75,7 +76,7 @@ class TritonPythonModel:
         try:
             merged, counts = merge_requests(tensors)
             values = self.session.run(self.output_names, merged)
-        except (ValueError, *_ORT_ERRORS) as exc:
+        except _BATCH_ERRORS as exc:
             logger.exception("encoder batch failed")
             error = pb_utils.TritonError(f"encoder failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
