@@ -43,6 +43,7 @@ class HealthMonitor:
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self._serving: bool | None = None
+        self._stopping = False
 
     @property
     def serving(self) -> bool:
@@ -69,7 +70,10 @@ class HealthMonitor:
     async def check_once(self) -> bool:
         """Ask the backend now and publish the result; returns whether it is serving."""
         try:
-            serving = await asyncio.wait_for(self._all_ready(), self._check_timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the check finishes, and stop() would then wait forever.
+            async with asyncio.timeout(self._check_timeout):
+                serving = await self._all_ready()
         except Exception as exc:  # a failing check means "not ready", never a crash
             logger.debug("readiness check failed: %r", exc)
             serving = False
@@ -77,9 +81,10 @@ class HealthMonitor:
         return serving
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self.check_once()
-            await asyncio.sleep(self._interval)
+            if not self._stopping:
+                await asyncio.sleep(self._interval)
 
     async def start(self) -> None:
         await self._publish(False)
@@ -87,6 +92,7 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         """Stop polling and report NOT_SERVING for good (graceful shutdown)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

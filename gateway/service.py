@@ -243,9 +243,8 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
             target = self._registry.resolve(request.model, "embed")
             timeout = self._timeout(context)
             if dimensions is not None:
-                meta = await asyncio.wait_for(
-                    self._backend.model_info(target), min(timeout, self._info_timeout)
-                )
+                async with asyncio.timeout(min(timeout, self._info_timeout)):
+                    meta = await self._backend.model_info(target)
                 raise_if_any(check_dimensions(dimensions, meta.dimension))
             result = await self._call_backend(
                 clock,
