@@ -64,8 +64,7 @@ def _render(folder: Path) -> list[dict[str, Any]]:
         matches = [
             i
             for i, obj in enumerate(objects)
-            if (obj["kind"], obj["metadata"]["name"])
-            == (patch["kind"], patch["metadata"]["name"])
+            if (obj["kind"], obj["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])
         ]
         assert len(matches) == 1, f"patch {patch_ref['path']} matches {len(matches)} objects"
         objects[matches[0]] = _merge(objects[matches[0]], patch)
