@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -61,6 +62,17 @@ async def _wait_serving(client: AsyncLmforgeClient, timeout: float) -> None:
     raise TimeoutError(f"gateway health is still {status} after {timeout:.0f} s")
 
 
+def _cli_path() -> str:
+    """How to run ``lmforge`` from the current folder (the venv's script, if not on PATH)."""
+    script = Path(sys.executable).parent / "lmforge"
+    if shutil.which("lmforge") == str(script) or not script.exists():
+        return "lmforge"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 async def _show_calls(target: str) -> None:
     async with AsyncLmforgeClient(target) as client:
         await _wait_serving(client, timeout=120.0)
@@ -81,10 +93,11 @@ async def _show_calls(target: str) -> None:
         f"  Embed minilm -> {len(vector)} dims [{', '.join(f'{v:+.3f}' for v in vector[:4])}, ...]"
         f" served by {embedded.served_by.triton_model} v{embedded.served_by.triton_model_version}"
     )
+    cli = _cli_path()
     print("\nTry it:")
-    print(f"  lmforge client --target {target} classify --model sentiment 'what a great film'")
-    print(f"  lmforge client --target {target} embed --model minilm 'hello world'")
-    print(f"  lmforge client --target {target} models")
+    print(f"  {cli} client --target {target} classify --model sentiment 'what a great film'")
+    print(f"  {cli} client --target {target} embed --model minilm 'hello world'")
+    print(f"  {cli} client --target {target} models")
     print(
         f"  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{target}"
     )
