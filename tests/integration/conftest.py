@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,17 +19,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo repository (minilm + sentiment), built once per test session.
+def demo_build(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The demo repository (minilm + sentiment) and its build report, once per session.
 
     The fine-tuned sentiment checkpoint is cached under ``$LMFORGE_CACHE``; the export,
-    parity checks and repository writing run every session.
+    parity checks and repository writing run every session. Tests only read the repository.
     """
     from trainer.repository.demo import build_demo_repository
 
-    out = tmp_path_factory.mktemp("demo") / "repository"
-    build_demo_repository(out)
-    return out
+    return build_demo_repository(tmp_path_factory.mktemp("demo") / "repository")
+
+
+@pytest.fixture(scope="session")
+def demo_repository(demo_build: Any) -> Path:
+    return Path(demo_build.path)
 
 
 @dataclass

@@ -26,7 +26,6 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from trainer.repository.demo import (  # noqa: E402
     DemoBuild,
-    build_demo_repository,
     datasets_root,
     minilm_checkpoint,
 )
@@ -64,8 +63,8 @@ def _sst2_dev(limit: int) -> list[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoBuild:
-    return build_demo_repository(tmp_path_factory.mktemp("demo") / "repository")
+def demo(demo_build: DemoBuild) -> DemoBuild:
+    return demo_build  # built once per session in conftest.py
 
 
 @pytest.fixture(scope="module")
