@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -158,6 +158,7 @@ class TritonBackend:
         except InferenceServerException as exc:
             raise self._error(exc, target) from None
         meta, max_batch_size = parse_model_config(target.backend_model, response["config"])
+        meta = replace(meta, version=await self._served_version(target, budget))
         if meta.task != target.task:
             raise BackendError(
                 f"logical model {target.name!r} is configured as {target.task} but Triton model "
@@ -171,6 +172,20 @@ class TritonBackend:
         info = _ModelInfo(meta, max_batch_size, time.monotonic())
         self._info[key] = info
         return info
+
+    async def _served_version(self, target: ModelTarget, budget: float) -> str:
+        """The version Triton serves for ``target``: the pinned one, else the newest loaded."""
+        if target.version_str:
+            return target.version_str
+        try:
+            metadata = await self._client.get_model_metadata(
+                target.backend_model, as_json=True, client_timeout=budget
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, target) from None
+        versions = [str(v) for v in metadata.get("versions", [])]
+        numeric = [v for v in versions if v.isdigit()]
+        return max(numeric, key=int) if numeric else (versions[-1] if versions else "")
 
     async def model_info(self, target: ModelTarget) -> ModelMetadata:
         return (await self._load_info(target, None)).meta

@@ -171,6 +171,7 @@ def test_list_models_reports_labels_and_dimension(client: LmforgeClient) -> None
     assert models["sentiment"].task == "classify"
     assert sorted(models["sentiment"].labels) == ["negative", "positive"]
     assert all(m.ready for m in models.values())
+    assert all(m.triton_model_version == "1" for m in models.values())
 
 
 def test_unknown_model_is_not_found(client: LmforgeClient) -> None:
