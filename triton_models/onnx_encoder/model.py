@@ -24,8 +24,10 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:  # a built repository ships the helpers next to this file
+    from lmforge_runtime.params import string_parameters
     from lmforge_runtime.ragged import merge_requests, split_rows
 except ModuleNotFoundError:  # running from the source tree
+    from triton_models.runtime.params import string_parameters
     from triton_models.runtime.ragged import merge_requests, split_rows
 
 logger = logging.getLogger(__name__)
@@ -40,15 +42,10 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (
 _BATCH_ERRORS: tuple[type[Exception], ...] = (ValueError, *_ORT_ERRORS)
 
 
-def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    raw = model_config.get("parameters", {})
-    return {key: value.get("string_value", "") for key, value in raw.items()}
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        params = _parameters(config)
+        params = string_parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         model_file = version_dir / params.get("model_file", "model.onnx")
         options = ort.SessionOptions()

@@ -24,17 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:  # a built repository ships the helpers next to this file
     from lmforge_runtime import contract
+    from lmforge_runtime.params import string_parameters
     from lmforge_runtime.text import InputTooLongError, TextEncoder, decode_texts
 except ModuleNotFoundError:  # running from the source tree
     from triton_models import contract
+    from triton_models.runtime.params import string_parameters
     from triton_models.runtime.text import InputTooLongError, TextEncoder, decode_texts
 
 logger = logging.getLogger(__name__)
-
-
-def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    raw = model_config.get("parameters", {})
-    return {key: value.get("string_value", "") for key, value in raw.items()}
 
 
 def _error(message: str) -> Any:
@@ -45,7 +42,7 @@ def _error(message: str) -> Any:
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        params = _parameters(config)
+        params = string_parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         tokenizer_file = version_dir / params.get("tokenizer_file", "tokenizer.json")
         max_length = int(params["max_length"])
