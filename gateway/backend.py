@@ -46,6 +46,8 @@ class ModelMetadata:
     dimension: int | None = None
     max_length: int | None = None
     version: str = ""
+    regression: bool = False  # classify: one label whose score is a predicted value
+    text_pairs: bool = False  # classify: the model reads a second text per input
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Backend(Protocol):
         *,
         truncate: bool,
         timeout: float | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> ClassifyResult: ...
 
     async def embed(

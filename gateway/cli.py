@@ -1,51 +1,40 @@
-"""The ``lmforge`` command line: one entry point, one subcommand per concern.
+"""``lmforge-gateway``: the gateway's own command line (``serve``, ``client``).
 
-Each subcommand is registered by the module that owns it through a ``register(subparsers)``
-function. Those modules must not import torch, transformers or deepspeed at import time:
-heavy imports happen inside the command's handler, so ``lmforge --help`` and the serving
-commands stay light.
+This is what the gateway container runs; it imports nothing but the gateway. The product's
+``lmforge`` command (:mod:`lmforge.cli`) offers the same subcommands next to the trainer's
+and the embedded server's.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-# (module, attribute) pairs; each attribute is ``register(subparsers) -> None``.
-_COMMANDS: tuple[str, ...] = (
-    "gateway.up",  # up: build the demo repository, start Triton and the gateway
-    "gateway.server",  # serve: the gRPC gateway
-    "gateway.client_cli",  # client: classify / embed / generate / models
-    "triton_models.launcher",  # triton: the bundled tritonserver
-    "trainer.cli",  # repo build, train, ...
-)
+from gateway import client_cli, server
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+#: the gateway's subcommands, each registered by the module that owns it
+COMMANDS: tuple[Register, ...] = (server.register, client_cli.register)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lmforge",
-        description="Train, export and serve transformer models behind a typed gRPC API.",
-    )
+def build_parser(
+    prog: str, description: str, commands: Sequence[Register]
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a part that is not installed yet
-            if exc.name is not None and name.startswith(exc.name):
-                continue
-            raise
-        module.register(subparsers)
+    for register in commands:
+        register(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, configure logging and run the chosen subcommand's handler."""
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
@@ -55,8 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    result = handler(args)
-    return int(result or 0)
+    return int(handler(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(
+        "lmforge-gateway",
+        "The lmforge gRPC gateway: Classify, Embed and Generate in front of Triton.",
+        COMMANDS,
+    )
+    return run(parser, argv)
 
 
 if __name__ == "__main__":

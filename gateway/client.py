@@ -9,7 +9,9 @@ Failed calls raise :class:`LmforgeError` with the gRPC code and any field violat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import grpc
@@ -36,6 +38,19 @@ _HEALTH_NAMES: dict[int, str] = {
 }
 
 
+def _unreachable(exc: LmforgeError) -> str:
+    """The status to report while waiting, for a failed health call."""
+    unreachable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return "UNREACHABLE" if exc.code in unreachable else exc.code.name
+
+
+def _poll_health(check: Callable[[], str]) -> str:
+    try:
+        return check()
+    except LmforgeError as exc:
+        return _unreachable(exc)
+
+
 class LmforgeClient:
     """Blocking client over one gRPC channel. ``timeout`` is the per-call deadline (s)."""
 
@@ -57,8 +72,9 @@ class LmforgeClient:
         top_k: int = 0,
         truncation: str | int = "end",
         timeout: float | None = None,
+        pairs: Sequence[str] = (),
     ) -> ClassifyReply:
-        request = classify_request(model, inputs, top_k, truncation)
+        request = classify_request(model, inputs, top_k, truncation, pairs)
         try:
             return classify_reply(self._stub.Classify(request, timeout=self._deadline(timeout)))
         except grpc.RpcError as exc:
@@ -111,6 +127,20 @@ class LmforgeClient:
             raise LmforgeError.from_rpc_error(exc) from None
         return _HEALTH_NAMES[int(response.status)]
 
+    def wait_until_serving(self, timeout: float = 120.0, interval: float = 0.2) -> None:
+        """Block until the gateway's health is ``SERVING``; ``TimeoutError`` after ``timeout``.
+
+        An unreachable gateway (port not open yet) counts as not serving.
+        """
+        deadline = time.monotonic() + timeout
+        status = "UNREACHABLE"
+        while time.monotonic() < deadline:
+            status = _poll_health(lambda: self.health(timeout=min(interval * 5, 2.0)))
+            if status == "SERVING":
+                return
+            time.sleep(interval)
+        raise TimeoutError(f"gateway {self.target} is {status} after {timeout:.0f} s")
+
     def close(self) -> None:
         self._channel.close()
 
@@ -147,8 +177,9 @@ class AsyncLmforgeClient:
         top_k: int = 0,
         truncation: str | int = "end",
         timeout: float | None = None,
+        pairs: Sequence[str] = (),
     ) -> ClassifyReply:
-        request = classify_request(model, inputs, top_k, truncation)
+        request = classify_request(model, inputs, top_k, truncation, pairs)
         try:
             response = await self._stub.Classify(request, timeout=self._deadline(timeout))
         except grpc.RpcError as exc:
@@ -214,6 +245,20 @@ class AsyncLmforgeClient:
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
         return _HEALTH_NAMES[int(response.status)]
+
+    async def wait_until_serving(self, timeout: float = 120.0, interval: float = 0.2) -> None:
+        """Wait until the gateway's health is ``SERVING``; ``TimeoutError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        status = "UNREACHABLE"
+        while time.monotonic() < deadline:
+            try:
+                status = await self.health(timeout=min(interval * 5, 2.0))
+            except LmforgeError as exc:
+                status = _unreachable(exc)
+            if status == "SERVING":
+                return
+            await asyncio.sleep(interval)
+        raise TimeoutError(f"gateway {self.target} is {status} after {timeout:.0f} s")
 
     async def close(self) -> None:
         await self._channel.close()

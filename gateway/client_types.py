@@ -123,6 +123,8 @@ class ModelDescription:
     labels: tuple[str, ...]
     dimension: int
     max_input_tokens: int
+    regression: bool = False
+    text_pairs: bool = False
 
 
 def truncation_value(truncation: str | int) -> common_pb2.Truncation.ValueType:
@@ -137,10 +139,18 @@ def truncation_value(truncation: str | int) -> common_pb2.Truncation.ValueType:
 
 
 def classify_request(
-    model: str, inputs: Sequence[str], top_k: int, truncation: str | int
+    model: str,
+    inputs: Sequence[str],
+    top_k: int,
+    truncation: str | int,
+    pairs: Sequence[str] = (),
 ) -> classify_pb2.ClassifyRequest:
     return classify_pb2.ClassifyRequest(
-        model=model, inputs=list(inputs), top_k=top_k, truncation=truncation_value(truncation)
+        model=model,
+        inputs=list(inputs),
+        top_k=top_k,
+        truncation=truncation_value(truncation),
+        pairs=list(pairs),
     )
 
 
@@ -212,6 +222,8 @@ def model_descriptions(msg: models_pb2.ListModelsResponse) -> list[ModelDescript
             labels=tuple(m.labels),
             dimension=m.dimension,
             max_input_tokens=m.max_input_tokens,
+            regression=m.regression,
+            text_pairs=m.text_pairs,
         )
         for m in msg.models
     ]

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
+
+from lmforge.strict import StrictModel, load_yaml_mapping, validate
 
 Task = Literal["embed", "classify", "generate"]
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -30,11 +31,7 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerConfig(_Strict):
+class ServerConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int | None = Field(
@@ -47,7 +44,7 @@ class ServerConfig(_Strict):
     )
 
 
-class TritonConfig(_Strict):
+class TritonConfig(StrictModel):
     url: str = Field(default="127.0.0.1:8001", min_length=1, description="host:port (gRPC)")
     connect_timeout_s: float = Field(
         default=2.0, gt=0, description="timeout of health and metadata calls"
@@ -61,19 +58,19 @@ class TritonConfig(_Strict):
     )
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(StrictModel):
     max_inputs_per_request: int = Field(default=64, ge=1)
     max_chars_per_input: int = Field(default=8192, ge=1)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     name: str = Field(pattern=_NAME_PATTERN, description="logical name used in requests")
     task: Task
     triton_model: str = Field(pattern=_NAME_PATTERN)
     version: int | None = Field(default=None, ge=1, description="null: Triton's choice")
 
 
-class GatewayConfig(_Strict):
+class GatewayConfig(StrictModel):
     server: ServerConfig = ServerConfig()
     triton: TritonConfig = TritonConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -108,26 +105,9 @@ class GatewayConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: Path | str) -> GatewayConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        data = load_yaml_mapping(path, what="gateway config", error=ConfigError)
         return _validate(data, source=str(path))
 
 
 def _validate(data: Any, *, source: str) -> GatewayConfig:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        return GatewayConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            problems.append(f"{where}: {err['msg']}")
-        raise ConfigError(f"{source}: invalid gateway config: " + "; ".join(problems)) from exc
+    return validate(GatewayConfig, data, source=source, what="gateway config", error=ConfigError)

@@ -60,6 +60,11 @@ def fake_probs(text: str, labels: Sequence[str]) -> FloatArray:
     return out
 
 
+def fake_score(text: str) -> float:
+    """A deterministic value in [0, 5) for a regression model."""
+    return float(np.random.default_rng(_seed(text)).uniform(0.0, 5.0))
+
+
 @dataclass
 class FakeCall:
     method: str
@@ -135,10 +140,19 @@ class FakeBackend:
         *,
         truncate: bool,
         timeout: float | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> ClassifyResult:
-        meta = await self._enter("classify", target, inputs, truncate, timeout)
-        tokens = self._tokens(inputs, meta, truncate)
-        probs = np.stack([fake_probs(t, meta.labels) for t in inputs])
+        rows = (
+            list(inputs)
+            if pairs is None
+            else [f"{a} {b}" for a, b in zip(inputs, pairs, strict=True)]
+        )
+        meta = await self._enter("classify", target, rows, truncate, timeout)
+        tokens = self._tokens(rows, meta, truncate)
+        if meta.regression:
+            probs = np.array([[fake_score(t)] for t in rows], dtype=np.float32)
+        else:
+            probs = np.stack([fake_probs(t, meta.labels) for t in rows])
         return ClassifyResult(probs, meta.labels, tokens, version=meta.version or "1")
 
     async def embed(

@@ -40,6 +40,7 @@ from gateway.postprocess import rank_labels, shape_embeddings
 from gateway.registry import ModelRegistry
 from gateway.validation import (
     check_dimensions,
+    check_pairs_for_model,
     raise_if_any,
     truncate_flag,
     validate_classify,
@@ -146,6 +147,16 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         finally:
             clock.mark_answered()
 
+    async def _model_info(self, target: ModelTarget, timeout: float) -> ModelMetadata:
+        """The backend's description of ``target``; a timeout is the caller's deadline."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._backend.model_info(target)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no description of {target.backend_model!r} within {timeout:.3f} s"
+            ) from None
+
     async def _handle(
         self,
         rpc: str,
@@ -197,16 +208,23 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     ) -> classify_pb2.ClassifyResponse:
         async def work(clock: RequestClock) -> classify_pb2.ClassifyResponse:
             inputs = list(request.inputs)
+            pairs = list(request.pairs)
             validate_classify(
-                request.model, inputs, request.truncation, request.top_k, self._limits
+                request.model, inputs, request.truncation, request.top_k, self._limits, pairs
             )
             target = self._registry.resolve(request.model, "classify")
             timeout = self._timeout(context)
+            meta = await self._model_info(target, min(timeout, self._info_timeout))
+            raise_if_any(check_pairs_for_model(request.model, bool(pairs), meta.text_pairs))
             result = await self._call_backend(
                 clock,
                 timeout,
                 self._backend.classify(
-                    target, inputs, truncate=truncate_flag(request.truncation), timeout=timeout
+                    target,
+                    inputs,
+                    truncate=truncate_flag(request.truncation),
+                    timeout=timeout,
+                    pairs=pairs or None,
                 ),
                 f"classify on {target.backend_model!r}",
             )
@@ -243,8 +261,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
             target = self._registry.resolve(request.model, "embed")
             timeout = self._timeout(context)
             if dimensions is not None:
-                async with asyncio.timeout(min(timeout, self._info_timeout)):
-                    meta = await self._backend.model_info(target)
+                meta = await self._model_info(target, min(timeout, self._info_timeout))
                 raise_if_any(check_dimensions(dimensions, meta.dimension))
             result = await self._call_backend(
                 clock,
@@ -309,6 +326,8 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         info.labels.extend(meta.labels)
         info.dimension = meta.dimension or 0
         info.max_input_tokens = meta.max_length or 0
+        info.regression = meta.regression
+        info.text_pairs = meta.text_pairs
         if meta.version and not info.triton_model_version:
             info.triton_model_version = meta.version
         return info

@@ -1,4 +1,4 @@
-"""The one place the gateway reads environment variables.
+"""The one place the gateway reads environment variables (pydantic-settings).
 
 ``LMFORGE_TRITON_URL``      overrides ``triton.url``
 ``LMFORGE_GATEWAY_HOST``    overrides ``server.host``
@@ -6,21 +6,19 @@
 ``LMFORGE_METRICS_PORT``    overrides ``server.metrics_port``
 ``LMFORGE_GATEWAY_TARGET``  default ``--target`` of ``lmforge client``
 
-Precedence: command-line flag, then environment, then the YAML file.
+Precedence: command-line flag, then environment, then the YAML file. An empty variable counts
+as unset.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-ENV_TRITON_URL = "LMFORGE_TRITON_URL"
-ENV_HOST = "LMFORGE_GATEWAY_HOST"
-ENV_PORT = "LMFORGE_GATEWAY_PORT"
-ENV_METRICS_PORT = "LMFORGE_METRICS_PORT"
-ENV_TARGET = "LMFORGE_GATEWAY_TARGET"
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lmforge.strict import format_validation_error
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -29,39 +27,35 @@ class SettingsError(ValueError):
     """An environment variable holds a value the gateway cannot use."""
 
 
-def _port(environ: Mapping[str, str], name: str) -> int | None:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer port") from None
-    if not 0 <= value <= 65535:
-        raise SettingsError(f"{name}={value} is outside 0..65535")
-    return value
+def _env(name: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(name))
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Values taken from the environment; ``None`` means "not set"."""
 
-    triton_url: str | None = None
-    host: str | None = None
-    port: int | None = None
-    metrics_port: int | None = None
-    target: str | None = None
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
+
+    triton_url: str | None = _env("LMFORGE_TRITON_URL")
+    host: str | None = _env("LMFORGE_GATEWAY_HOST")
+    port: int | None = Field(
+        default=None, ge=0, le=65535, validation_alias=AliasChoices("LMFORGE_GATEWAY_PORT")
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, validation_alias=AliasChoices("LMFORGE_METRICS_PORT")
+    )
+    target: str | None = _env("LMFORGE_GATEWAY_TARGET")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        return cls(
-            triton_url=env.get(ENV_TRITON_URL) or None,
-            host=env.get(ENV_HOST) or None,
-            port=_port(env, ENV_PORT),
-            metrics_port=_port(env, ENV_METRICS_PORT),
-            target=env.get(ENV_TARGET) or None,
-        )
+        """Read the process environment, or ``environ`` when given (tests)."""
+        try:
+            if environ is None:
+                return cls()
+            values = {k: v for k, v in environ.items() if k.startswith("LMFORGE_") and v != ""}
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(format_validation_error(exc, "environment", "settings")) from None
 
     def config_overrides(self) -> dict[str, dict[str, Any]]:
         """The overrides for :meth:`gateway.config.GatewayConfig.with_overrides`."""

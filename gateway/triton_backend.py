@@ -3,10 +3,10 @@
 One RPC becomes one Triton request whose batch holds every input (``TEXT`` BYTES and
 ``TRUNCATE`` BOOL, shape ``[n, 1]``), split into concurrent requests of at most the model's
 ``max_batch_size`` rows. What a model is (task, labels, dimension, max length) comes from its
-config's ``lmforge_*`` parameters (:mod:`triton_models.contract`), cached for ``info_ttl``
+config's ``lmforge_*`` parameters (:mod:`triton_models.runtime.contract`), cached for ``info_ttl``
 seconds and dropped when the model stops being ready. Triton errors become gateway errors
-here (:mod:`gateway.triton_errors`); an input rejected with ``INPUT_TOO_LONG`` is located by
-re-sending the inputs of its batch one by one, so the violation names ``inputs[i]``.
+here (:mod:`gateway.triton_errors`); an input rejected as too long is named ``inputs[i]`` from
+the row the tokenizer reports in its error, offset by the chunk's start.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from gateway.backend import (
 )
 from gateway.config import Task, TritonConfig
 from gateway.errors import BackendError, FieldViolation, GatewayError, InvalidInput, Unimplemented
-from gateway.triton_errors import is_input_too_long, translate
-from triton_models import contract as c
+from gateway.triton_errors import translate
+from triton_models.runtime import contract as c
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,24 @@ def parse_model_config(name: str, config: dict[str, Any]) -> tuple[ModelMetadata
     except ValueError as exc:
         raise BackendError(f"Triton model {name!r} has bad lmforge parameters: {exc}") from exc
     resolved: Task = "classify" if task == c.TASK_CLASSIFY else "embed"
-    meta = ModelMetadata(task=resolved, labels=labels, dimension=dimension, max_length=max_length)
+    problem = param(c.PARAM_PROBLEM_TYPE) or c.PROBLEM_CLASSIFICATION
+    if problem not in c.PROBLEM_TYPES:
+        raise BackendError(f"Triton model {name!r} has {c.PARAM_PROBLEM_TYPE}={problem!r}")
+    meta = ModelMetadata(
+        task=resolved,
+        labels=labels,
+        dimension=dimension,
+        max_length=max_length,
+        regression=problem == c.PROBLEM_REGRESSION,
+        text_pairs=(param(c.PARAM_TEXT_PAIRS) or "false").lower() == "true",
+    )
     return meta, int(config.get("max_batch_size", 0))
+
+
+def _strings(name: str, values: Sequence[str]) -> tc.InferInput:
+    tensor = tc.InferInput(name, [len(values), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=np.object_))
+    return tensor
 
 
 class TritonBackend:
@@ -195,29 +211,33 @@ class TritonBackend:
         self,
         target: ModelTarget,
         texts: Sequence[str],
+        pairs: Sequence[str] | None,
         offset: int,
         truncate: bool,
         outputs: Sequence[str],
         deadline: float,
     ) -> _Batch:
         n = len(texts)
-        text = tc.InferInput(c.INPUT_TEXT, [n, 1], "BYTES")
-        text.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))
+        inputs = [_strings(c.INPUT_TEXT, texts)]
+        if pairs is not None:
+            inputs.append(_strings(c.INPUT_TEXT_PAIR, pairs))
         flag = tc.InferInput(c.INPUT_TRUNCATE, [n, 1], "BOOL")
         flag.set_data_from_numpy(np.full((n, 1), truncate, dtype=np.bool_))
+        inputs.append(flag)
         try:
             result = await self._client.infer(
                 target.backend_model,
-                [text, flag],
+                inputs,
                 model_version=target.version_str,
                 outputs=[tc.InferRequestedOutput(name) for name in outputs],
                 client_timeout=max(deadline - time.monotonic(), 0.001),
             )
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
-            if is_input_too_long(message) and not truncate:
-                raise await self._locate_too_long(
-                    target, texts, offset, outputs, deadline, message
+            row = c.too_long_row(message)
+            if row is not None and 0 <= row < n:
+                raise InvalidInput.from_violations(
+                    [FieldViolation(f"inputs[{offset + row}]", message)]
                 ) from None
             error = self._error(exc, target)
             if not isinstance(error, InvalidInput):
@@ -233,29 +253,6 @@ class TritonBackend:
             arrays[name] = array
         return _Batch(arrays, str(result.get_response().model_version))
 
-    async def _locate_too_long(
-        self,
-        target: ModelTarget,
-        texts: Sequence[str],
-        offset: int,
-        outputs: Sequence[str],
-        deadline: float,
-        message: str,
-    ) -> InvalidInput:
-        if len(texts) == 1:
-            return InvalidInput.from_violations([FieldViolation(f"inputs[{offset}]", message)])
-        probes = await asyncio.gather(
-            *(
-                self._infer_chunk(target, [t], offset + i, False, outputs, deadline)
-                for i, t in enumerate(texts)
-            ),
-            return_exceptions=True,
-        )
-        violations = [v for p in probes if isinstance(p, InvalidInput) for v in p.violations]
-        if not violations:
-            violations = [FieldViolation("inputs", message)]
-        return InvalidInput.from_violations(violations)
-
     async def _infer(
         self,
         target: ModelTarget,
@@ -263,6 +260,7 @@ class TritonBackend:
         truncate: bool,
         outputs: Sequence[str],
         timeout: float | None,
+        pairs: Sequence[str] | None = None,
     ) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
         budget = self._request_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
@@ -271,7 +269,15 @@ class TritonBackend:
         starts = range(0, len(inputs), size)
         results = await asyncio.gather(
             *(
-                self._infer_chunk(target, inputs[s : s + size], s, truncate, outputs, deadline)
+                self._infer_chunk(
+                    target,
+                    inputs[s : s + size],
+                    None if pairs is None else pairs[s : s + size],
+                    s,
+                    truncate,
+                    outputs,
+                    deadline,
+                )
                 for s in starts
             ),
             return_exceptions=True,
@@ -293,9 +299,10 @@ class TritonBackend:
         *,
         truncate: bool,
         timeout: float | None = None,
+        pairs: Sequence[str] | None = None,
     ) -> ClassifyResult:
         arrays, version = await self._infer(
-            target, inputs, truncate, (c.OUTPUT_PROBS, c.OUTPUT_NUM_TOKENS), timeout
+            target, inputs, truncate, (c.OUTPUT_PROBS, c.OUTPUT_NUM_TOKENS), timeout, pairs
         )
         labels = (await self._load_info(target, timeout)).meta.labels
         probs: FloatArray = arrays[c.OUTPUT_PROBS].astype(np.float32).reshape(len(inputs), -1)

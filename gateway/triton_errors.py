@@ -12,7 +12,7 @@ from gateway.errors import (
     ModelNotFound,
     Overloaded,
 )
-from triton_models.contract import INPUT_TOO_LONG
+from triton_models.runtime.contract import INPUT_TOO_LONG
 
 
 def is_input_too_long(message: str) -> bool:

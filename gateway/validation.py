@@ -46,6 +46,41 @@ def check_inputs(inputs: Sequence[str], limits: LimitsConfig) -> list[FieldViola
     return found
 
 
+def check_pairs(
+    pairs: Sequence[str], num_inputs: int, limits: LimitsConfig
+) -> list[FieldViolation]:
+    """``pairs`` is empty or holds one non-empty second text per input."""
+    if not pairs:
+        return []
+    if len(pairs) != num_inputs:
+        return [
+            FieldViolation(
+                "pairs", f"has {len(pairs)} texts; give none or one per input ({num_inputs})"
+            )
+        ]
+    found = []
+    for index, text in enumerate(pairs):
+        if not text:
+            found.append(FieldViolation(f"pairs[{index}]", "is empty"))
+        elif len(text) > limits.max_chars_per_input:
+            found.append(
+                FieldViolation(
+                    f"pairs[{index}]",
+                    f"has {len(text)} characters; at most {limits.max_chars_per_input}",
+                )
+            )
+    return found
+
+
+def check_pairs_for_model(model: str, pairs_given: bool, text_pairs: bool) -> list[FieldViolation]:
+    """A pair model needs ``pairs``; a single-text model refuses them."""
+    if text_pairs and not pairs_given:
+        return [FieldViolation("pairs", f"{model!r} reads sentence pairs: give one per input")]
+    if pairs_given and not text_pairs:
+        return [FieldViolation("pairs", f"{model!r} reads single texts; leave pairs empty")]
+    return []
+
+
 def check_truncation(truncation: int) -> list[FieldViolation]:
     if truncation not in KNOWN_TRUNCATIONS:
         return [FieldViolation("truncation", f"unknown value {truncation}")]
@@ -85,12 +120,18 @@ def truncate_flag(truncation: int) -> bool:
 
 
 def validate_classify(
-    model: str, inputs: Sequence[str], truncation: int, top_k: int, limits: LimitsConfig
+    model: str,
+    inputs: Sequence[str],
+    truncation: int,
+    top_k: int,
+    limits: LimitsConfig,
+    pairs: Sequence[str] = (),
 ) -> None:
     raise_if_any(
         [
             *check_model_name(model),
             *check_inputs(inputs, limits),
+            *check_pairs(pairs, len(inputs), limits),
             *check_truncation(truncation),
             *check_top_k(top_k),
         ]

@@ -1,16 +1,32 @@
-# The lmforge gRPC gateway: no torch, no model weights, only the serving dependencies.
-# Build from the repository root:  docker build -f deploy/docker/gateway.Dockerfile -t lmforge-gateway .
-FROM python:3.11-slim AS build
+# syntax=docker/dockerfile:1
+# The lmforge gRPC gateway: only the distribution's base dependencies (grpcio, tritonclient,
+# pydantic, tokenizers, ...), no torch, no ONNX Runtime, no Triton, no model weights.
+#
+# Build from the repository root (gateway.Dockerfile.dockerignore limits the context to the
+# files copied below):
+#   docker build -f deploy/docker/gateway.Dockerfile -t ghcr.io/lmforge/lmforge-gateway:0.1.0 .
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/lmforge
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+# trainer/ is left out: the gateway does not import it, and setuptools' package discovery
+# (lmforge*, gateway*, trainer*, triton_models*) installs the packages that are present.
+# The gateway imports lmforge.strict and triton_models.runtime.contract (names only).
+COPY lmforge ./lmforge
 COPY gateway ./gateway
 COPY triton_models ./triton_models
-COPY trainer/__init__.py trainer/cli.py ./trainer/
-RUN python -m pip install --no-cache-dir --prefix=/install -c constraints.txt .
+# No extras: [triton] and [train] belong to other images.
+RUN /opt/lmforge/bin/pip install -c constraints.txt .
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 lmforge
-COPY --from=build /install /usr/local
+FROM python:3.11-slim-bookworm
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin lmforge
+COPY --from=build /opt/lmforge /opt/lmforge
+ENV PATH=/opt/lmforge/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
 USER 10001
-EXPOSE 50051 9100
-ENTRYPOINT ["lmforge", "serve", "--config", "/etc/lmforge/gateway.yaml"]
+# 50051: gRPC (lmforge.v1.InferenceService, grpc.health.v1, reflection); 9464: Prometheus metrics
+EXPOSE 50051 9464
+# The config comes from the lmforge-gateway ConfigMap (deploy/k8s/base/gateway-configmap.yaml).
+ENTRYPOINT ["lmforge-gateway", "serve", "--config", "/etc/lmforge/gateway.yaml"]

@@ -29,7 +29,7 @@ from trainer.repository.demo import (  # noqa: E402
     datasets_root,
     minilm_checkpoint,
 )
-from triton_models import contract  # noqa: E402
+from triton_models.runtime import contract  # noqa: E402
 from triton_models.launcher import TritonServer, TritonStartError  # noqa: E402
 
 pytestmark = pytest.mark.integration

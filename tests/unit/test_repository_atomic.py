@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trainer.repository.builder import MANIFEST, check_destination, replace_directory
-from trainer.repository.errors import RepositoryError
+from trainer.errors import RepositoryError
 
 
 def _folder(path: Path, marker: str) -> Path:
@@ -53,7 +53,7 @@ def test_tensorrt_target_without_tensorrt_fails_fast_and_leaves_nothing(tmp_path
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here; this checks the error on machines without it")
     from trainer.repository.builder import build_repository
-    from trainer.repository.errors import TensorRTUnavailableError
+    from trainer.errors import TensorRTUnavailableError
     from trainer.repository.spec import parse_spec
 
     spec = parse_spec(

@@ -10,10 +10,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from trainer.repository import pbtxt
-from trainer.repository.errors import ModelConfigError
+from trainer.errors import ModelConfigError
 from trainer.repository.pbtxt import EncoderSignature
 from trainer.repository.spec import ModelSpec, parse_spec
-from triton_models import contract
+from triton_models.runtime import contract
 
 BERT_INPUTS = (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKEN_TYPE_IDS)
 

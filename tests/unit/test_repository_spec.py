@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from trainer.repository.errors import SpecError
+from trainer.errors import SpecError
 from trainer.repository.spec import load_spec, parse_spec
 
 

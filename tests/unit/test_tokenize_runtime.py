@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from triton_models.runtime.contract import INPUT_TOO_LONG, too_long_row
 from triton_models.runtime.ragged import merge_requests, pad_to_length, split_rows
 from triton_models.runtime.text import (
-    INPUT_TOO_LONG,
     InputTooLongError,
     TextEncoder,
     choose_bucket,
@@ -83,7 +83,30 @@ def test_text_encoder_rejects_too_long_row_naming_it_when_truncation_is_off() ->
     assert str(info.value).startswith(INPUT_TOO_LONG)
     assert info.value.row == 1
     assert info.value.num_tokens == 42
-    assert "row 1" in str(info.value)
+    assert too_long_row(str(info.value)) == 1
+    # Triton prefixes composing-model errors; the row is still found
+    assert too_long_row(f"in ensemble 'minilm', {info.value}") == 1
+    assert too_long_row("INPUT_TOO_LONG without a row") is None
+
+
+@needs_minilm
+def test_text_encoder_tokenizes_pairs_as_one_row_with_segment_ids() -> None:
+    encoder = TextEncoder.from_file(MINILM / "tokenizer.json", 64, [16, 32])
+    single = encoder(["a dog runs"], [True])
+    paired = encoder(["a dog runs"], [True], ["a cat sleeps"])
+    n_single, n_paired = int(single.num_tokens[0, 0]), int(paired.num_tokens[0, 0])
+    assert n_paired == n_single + 4  # three words and one more [SEP]
+    assert paired.token_type_ids[0, :n_single].tolist() == [0] * n_single
+    assert paired.token_type_ids[0, n_single:n_paired].tolist() == [1] * (n_paired - n_single)
+
+
+@needs_minilm
+def test_text_encoder_names_the_too_long_pair_row() -> None:
+    encoder = TextEncoder.from_file(MINILM / "tokenizer.json", 16, [8])
+    with pytest.raises(InputTooLongError) as info:
+        encoder(["short", "short"], [False, False], ["fine", "word " * 20])
+    assert info.value.row == 1
+    assert info.value.num_tokens == 24  # [CLS] short [SEP] word×20 [SEP]
 
 
 @needs_minilm

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from trainer.training.config import load_config, parse_config
-from trainer.training.errors import ConfigError
+from trainer.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
 

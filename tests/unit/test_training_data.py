@@ -8,7 +8,7 @@ import pytest
 
 from trainer.training.config import DataSource, TaskConfig
 from trainer.training.data import load_examples
-from trainer.training.errors import DataError
+from trainer.errors import DataError
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not present")

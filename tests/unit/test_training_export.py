@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from trainer.training.config import ArchitectureConfig, ModelConfig
-from trainer.training.errors import CheckpointError, ExportParityError
+from trainer.errors import CheckpointError, ExportParityError
 from trainer.training.export import export_task, load_bundle, save_bundle
 from trainer.training.modeling import (
     HeadSpec,

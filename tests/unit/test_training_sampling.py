@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.training.errors import ConfigError
+from trainer.errors import ConfigError
 from trainer.training.sampling import IndexStream, TaskSampler, class_weights, task_probabilities
 
 SIZES = [67_347, 4_935, 5_749]  # SST-2, TREC, STS-B

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import RepositoryError
 from trainer.repository import pbtxt
-from trainer.repository.errors import RepositoryError
 from trainer.repository.parity import ParityReport
 from trainer.repository.spec import ModelSpec, RepositorySpec
-from triton_models import contract
+from triton_models.runtime import contract
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class ModelReport:
     target: str
     parity: ParityReport
     quantization: ParityReport | None = None
+    engine_parity: ParityReport | None = None  # target tensorrt: the engine vs PyTorch
+    problem_type: str = ""
+    text_pairs: bool = False
     encoder_mb: float = 0.0
     seconds: float = 0.0
     labels: tuple[str, ...] = ()
@@ -63,8 +66,8 @@ class BuildReport:
 
 # -- files ------------------------------------------------------------------------------------
 def _package_dir() -> Path:
-    # the contract module's folder (the package may be a namespace under editable installs)
-    return Path(contract.__file__).resolve().parent
+    # triton_models/ (found through the contract module, which lives in triton_models/runtime)
+    return Path(contract.__file__).resolve().parents[1]
 
 
 def copy_python_model(kind: str, version_dir: Path) -> None:
@@ -76,7 +79,6 @@ def copy_python_model(kind: str, version_dir: Path) -> None:
     runtime.mkdir(exist_ok=True)
     for module in sorted((source / "runtime").glob("*.py")):
         shutil.copy2(module, runtime / module.name)
-    shutil.copy2(source / "contract.py", runtime / "contract.py")
 
 
 def write_config(model_dir: Path, config: pbtxt.ConfigDict) -> None:
@@ -156,25 +158,38 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
     with tempfile.TemporaryDirectory(prefix="lmforge-export-") as scratch:
         fp32 = export_onnx(loaded, Path(scratch) / "model.onnx")
         parity = check_export_parity(
-            spec, loaded.module, signature.inputs, loaded.tokenizer_file, fp32
+            spec, loaded.module, signature.inputs, loaded.tokenizer_file, fp32, signature.text_pairs
         )
         final = version_dir / "model.onnx"
         quantization = None
         if spec.quantize.method == "int8_dynamic":
             quantization = quantize_with_gate(
-                spec, fp32, final, loaded.tokenizer_file, signature.inputs
+                spec, fp32, final, loaded.tokenizer_file, signature.inputs, signature.text_pairs
             )
         else:
             shutil.move(fp32, final)
+    engine_parity = None
     if spec.target == "tensorrt":
         from trainer.repository.tensorrt import build_engine, check_engine_parity
 
         profiles = pbtxt.tensorrt_profiles(spec)
         plan = build_engine(
-            final, version_dir / "model.plan", signature.inputs, profiles, spec.max_batch_size
+            final,
+            version_dir / "model.plan",
+            signature.inputs,
+            profiles,
+            spec.max_batch_size,
+            fp16=spec.tensorrt.fp16,
+            workspace_gb=spec.tensorrt.workspace_gb,
         )
-        check_engine_parity(
-            spec, loaded.module, signature.inputs, loaded.tokenizer_file, plan, profiles
+        engine_parity = check_engine_parity(
+            spec,
+            loaded.module,
+            signature.inputs,
+            loaded.tokenizer_file,
+            plan,
+            profiles,
+            signature.text_pairs,
         )
         final.unlink()
     elif spec.target == "cpu":
@@ -209,6 +224,9 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
         target=spec.target,
         parity=parity,
         quantization=quantization,
+        engine_parity=engine_parity,
+        problem_type=signature.problem_type if spec.task == contract.TASK_CLASSIFY else "",
+        text_pairs=signature.text_pairs,
         encoder_mb=round(size, 2),
         seconds=round(time.perf_counter() - started, 2),
         labels=loaded.labels,

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.repository.errors import RepositoryError
+from trainer.errors import TrainerError
 
 if TYPE_CHECKING:
     from trainer.repository.builder import BuildReport
@@ -23,13 +23,22 @@ def format_report(report: BuildReport) -> str:
     header = f"{'model':<14} {'task':<9} {'target':<12} {'rows':>5} {'max|diff|':>10} {'min cos':>9} {'int8 cos':>9} {'MB':>7} {'s':>6}"
     lines = [f"repository: {report.path}", header, "-" * len(header)]
     for m in report.models:
-        q = f"{m.quantization.min_cosine:.5f}" if m.quantization else "-"
+        q = _cosine(m.quantization.min_cosine) if m.quantization else "-"
         lines.append(
             f"{m.name:<14} {m.task:<9} {m.target:<12} {m.parity.rows:>5} "
-            f"{m.parity.max_abs_diff:>10.2e} {m.parity.min_cosine:>9.6f} {q:>9} "
+            f"{m.parity.max_abs_diff:>10.2e} {_cosine(m.parity.min_cosine):>9} {q:>9} "
             f"{m.encoder_mb:>7.1f} {m.seconds:>6.1f}"
         )
+        if m.engine_parity is not None:
+            lines.append(
+                f"{'':<14} TensorRT engine vs PyTorch: max |diff| "
+                f"{m.engine_parity.max_abs_diff:.2e}, min cosine {_cosine(m.engine_parity.min_cosine)}"
+            )
     return "\n".join(lines)
+
+
+def _cosine(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -39,7 +48,7 @@ def _build(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(Path(args.spec))
         report = build_repository(spec, Path(args.out))
-    except RepositoryError as exc:
+    except TrainerError as exc:
         logger.error("%s", exc)
         return 1
     print(format_report(report))
@@ -51,7 +60,7 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         spec = load_spec(Path(args.spec))
-    except RepositoryError as exc:
+    except TrainerError as exc:
         logger.error("%s", exc)
         return 1
     missing = [
@@ -72,14 +81,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     try:
         demo = build_demo_repository(Path(args.out), min_accuracy=args.min_accuracy)
-    except RepositoryError as exc:
+    except TrainerError as exc:
         logger.error("%s", exc)
         return 1
-    metrics = demo.sentiment_metrics
     print(
-        f"sentiment: SST-2 dev accuracy {metrics['dev_accuracy']:.4f} on {metrics['dev_rows']} "
-        f"sentences (fine-tuned on {metrics['train_rows']} rows in {metrics['train_seconds']:.0f} s; "
-        f"checkpoint {demo.sentiment_checkpoint})"
+        f"sentiment: SST-2 dev accuracy {demo.sentiment_accuracy:.4f} "
+        f"(checkpoint {demo.sentiment_checkpoint})"
     )
     print(format_report(demo.report))
     return 0

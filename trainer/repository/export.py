@@ -1,7 +1,10 @@
 """HF checkpoint → ONNX graph with lmforge's post-processing inside.
 
 ``embed``: mean pooling over the attention mask, then L2 normalization → ``EMBEDDING``.
-``classify``: ``AutoModelForSequenceClassification`` logits → softmax → ``PROBS``.
+``classify``: ``AutoModelForSequenceClassification`` logits → softmax → ``PROBS``; a regression
+head (``problem_type: regression``, or one output) keeps its raw value (a softmax over one
+logit would be a constant 1.0). Multi-label heads are refused: they need a sigmoid per label,
+which the contract does not carry.
 The graph takes the tokenizer's tensors by their contract names, with dynamic batch and
 sequence axes, exported with the TorchScript exporter (``dynamo=False``), opset 17.
 """
@@ -9,6 +12,7 @@ sequence axes, exported with the TorchScript exporter (``dynamo=False``), opset 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.repository.errors import ExportError, SpecError
+from trainer.errors import ExportError, SpecError
 from trainer.repository.pbtxt import EncoderSignature, output_name
 from trainer.repository.spec import ModelSpec
-from triton_models import contract
+from trainer.training.export import TASKS_FILE
+from triton_models.runtime import contract
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +51,21 @@ class MeanPoolNormalize(nn.Module):
         return nn.functional.normalize(summed / counts, p=2.0, dim=1)
 
 
-class SoftmaxClassifier(nn.Module):
-    """Sequence classifier → softmax over its logits."""
+class SequenceScores(nn.Module):
+    """Sequence classifier → softmax over its logits, or the raw value of a regression head."""
 
-    def __init__(self, classifier: nn.Module, input_names: tuple[str, ...]) -> None:
+    def __init__(
+        self, classifier: nn.Module, input_names: tuple[str, ...], regression: bool
+    ) -> None:
         super().__init__()
         self.classifier = classifier
         self.input_names = input_names
+        self.regression = regression
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self.input_names, inputs, strict=True))
         logits = self.classifier(**kwargs).logits
-        return torch.softmax(logits, dim=-1)
+        return logits if self.regression else torch.softmax(logits, dim=-1)
 
 
 @dataclass
@@ -78,6 +86,33 @@ def _accepted_inputs(model: nn.Module) -> tuple[str, ...]:
     return names
 
 
+def problem_type(spec: ModelSpec, config: Any) -> str:
+    """``contract.PROBLEM_REGRESSION`` or ``PROBLEM_CLASSIFICATION`` for a classifier config."""
+    declared = getattr(config, "problem_type", None)
+    if declared == "multi_label_classification":
+        raise SpecError(
+            f"model {spec.name!r}: {spec.checkpoint} is a multi-label classifier; lmforge "
+            "serves single-label classifiers (softmax) and regression heads only"
+        )
+    if declared == contract.PROBLEM_REGRESSION or int(config.num_labels) == 1:
+        return contract.PROBLEM_REGRESSION
+    return contract.PROBLEM_CLASSIFICATION
+
+
+def checkpoint_text_pairs(spec: ModelSpec) -> bool:
+    """Whether the checkpoint reads two texts per row: the spec's ``text_pairs``, else what
+    the trainer recorded in ``lmforge_tasks.json`` (a task with two text fields)."""
+    if spec.text_pairs is not None:
+        return spec.text_pairs
+    tasks_file = spec.checkpoint / TASKS_FILE
+    if not tasks_file.is_file():
+        return False
+    tasks = json.loads(tasks_file.read_text(encoding="utf-8")).get("tasks", [])
+    return any(
+        len(t.get("text_fields", [])) == 2 and t.get("type") != "pair_embedding" for t in tasks
+    )
+
+
 def _labels(spec: ModelSpec, config: Any) -> tuple[str, ...]:
     num_labels = int(config.num_labels)
     if spec.labels is not None:
@@ -88,7 +123,10 @@ def _labels(spec: ModelSpec, config: Any) -> tuple[str, ...]:
             )
         return spec.labels
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-    return tuple(id2label.get(i, f"LABEL_{i}") for i in range(num_labels))
+    labels = tuple(id2label.get(i, f"LABEL_{i}") for i in range(num_labels))
+    if num_labels == 1 and labels == ("LABEL_0",):
+        return ("score",)  # a regression head with HF's placeholder name
+    return labels
 
 
 def load_for_export(spec: ModelSpec) -> LoadedModel:
@@ -113,6 +151,7 @@ def load_for_export(spec: ModelSpec) -> LoadedModel:
     # eager attention exports to plain ops that ORT's optimizer can fuse
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
     labels: tuple[str, ...] = ()
+    problem = contract.PROBLEM_CLASSIFICATION
     module: nn.Module
     if spec.task == contract.TASK_EMBED:
         base = AutoModel.from_pretrained(checkpoint, **kwargs)
@@ -123,10 +162,17 @@ def load_for_export(spec: ModelSpec) -> LoadedModel:
         base = AutoModelForSequenceClassification.from_pretrained(checkpoint, **kwargs)
         names = _accepted_inputs(base)
         labels = _labels(spec, base.config)
-        module = SoftmaxClassifier(base, names)
+        problem = problem_type(spec, base.config)
+        module = SequenceScores(base, names, regression=problem == contract.PROBLEM_REGRESSION)
         width = len(labels)
     module.eval()
-    signature = EncoderSignature(inputs=names, output=output_name(spec.task), width=width)
+    signature = EncoderSignature(
+        inputs=names,
+        output=output_name(spec.task),
+        width=width,
+        text_pairs=checkpoint_text_pairs(spec),
+        problem_type=problem,
+    )
     return LoadedModel(module, signature, labels, tokenizer_file)
 
 

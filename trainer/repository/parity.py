@@ -7,7 +7,6 @@ what Triton will actually feed the graph.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -17,9 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from trainer.repository.errors import ExportParityError, SpecError
+from trainer.datasets import read_column
+from trainer.errors import ExportParityError, SpecError
 from trainer.repository.spec import DEFAULT_PARITY_SENTENCES, ModelSpec, ParitySpec
-from triton_models import contract
+from triton_models.runtime import contract
 from triton_models.runtime.text import TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -35,62 +35,65 @@ _CHUNK = 16
 class ParityReport:
     rows: int
     max_abs_diff: float
-    min_cosine: float
-    mean_cosine: float
-    argmax_agreement: float | None = None  # classify only
+    min_cosine: float | None  # None for one-column outputs (regression), where it means nothing
+    mean_cosine: float | None
+    argmax_agreement: float | None = None  # classifiers only
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def read_tsv_column(path: Path, column: int | str, limit: int) -> list[str]:
-    """Up to ``limit`` non-empty values of one column of a TSV file with a header line."""
-    try:
-        handle = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise SpecError(f"cannot read parity dataset {path}: {exc}") from exc
-    with handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None:
-            raise SpecError(f"parity dataset {path} is empty")
-        if isinstance(column, str):
-            if column not in header:
-                raise SpecError(f"parity dataset {path} has no column {column!r} (has {header})")
-            index = header.index(column)
-        else:
-            index = column
-            if not 0 <= index < len(header):
-                raise SpecError(f"parity dataset {path} has {len(header)} columns, not {index + 1}")
-        values = []
-        for row in reader:
-            if len(row) > index and row[index].strip():
-                values.append(row[index])
-                if len(values) >= limit:
-                    break
-    return values
+Texts = tuple[list[str], list[str] | None]  # (texts, second texts of pair models)
 
 
-def parity_sentences(spec: ParitySpec) -> list[str]:
-    sentences = list(spec.sentences)
-    if spec.dataset is not None:
-        sentences += read_tsv_column(spec.dataset.path, spec.dataset.column, spec.dataset.limit)
-    return sentences or list(DEFAULT_PARITY_SENTENCES)
+def parity_texts(spec: ParitySpec, text_pairs: bool = False) -> Texts:
+    """The sentences (and, for pair models, their second texts) a parity check runs on."""
+    texts = list(spec.sentences)
+    pairs: list[str] | None = [] if text_pairs else None
+    dataset = spec.dataset
+    if dataset is not None:
+        column = read_column(dataset.path, dataset.column, dataset.limit)
+        texts += column
+        if pairs is not None:
+            if dataset.pair_column is None:
+                raise SpecError(
+                    f"parity dataset {dataset.path}: a pair model needs pair_column "
+                    "(the second text of each row)"
+                )
+            pairs += read_column(dataset.path, dataset.pair_column, dataset.limit)
+    if not texts:
+        texts = list(DEFAULT_PARITY_SENTENCES)
+    if pairs is not None and len(pairs) < len(texts):  # pair the rest with other sentences
+        pairs += texts[::-1][len(pairs) :]
+    return texts, pairs
 
 
 def feed_batches(
-    encoder: TextEncoder, sentences: Sequence[str], input_names: Sequence[str]
+    encoder: TextEncoder,
+    texts: Sequence[str],
+    input_names: Sequence[str],
+    pairs: Sequence[str] | None = None,
 ) -> Iterator[Feeds]:
-    """Chunks of sentences as the served tokenizer pads them (truncation on)."""
-    for start in range(0, len(sentences), _CHUNK):
-        chunk = sentences[start : start + _CHUNK]
-        batch = encoder(chunk, [True] * len(chunk))
+    """Chunks of rows as the served tokenizer pads them (truncation on)."""
+    for start in range(0, len(texts), _CHUNK):
+        chunk = texts[start : start + _CHUNK]
+        pair_chunk = None if pairs is None else pairs[start : start + _CHUNK]
+        batch = encoder(chunk, [True] * len(chunk), pair_chunk)
         tensors = {
             contract.INPUT_IDS: batch.input_ids,
             contract.ATTENTION_MASK: batch.attention_mask,
             contract.TOKEN_TYPE_IDS: batch.token_type_ids,
         }
         yield {name: tensors[name] for name in input_names}
+
+
+def parity_feeds(
+    spec: ModelSpec, tokenizer_file: Path, input_names: Sequence[str], text_pairs: bool = False
+) -> list[Feeds]:
+    """The spec's parity rows, tokenized exactly as the served ``_tokenize`` model does."""
+    encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
+    texts, pairs = parity_texts(spec.parity, text_pairs)
+    return list(feed_batches(encoder, texts, input_names, pairs))
 
 
 def torch_runner(module: Any, input_names: Sequence[str]) -> Runner:
@@ -131,25 +134,44 @@ def compare(
 ) -> ParityReport:
     refs = np.concatenate([reference(f) for f in batches])
     cands = np.concatenate([candidate(f) for f in batches])
-    cos = row_cosines(refs, cands)
+    if refs.ndim == 1:
+        refs, cands = refs[:, None], cands[:, None]
+    cosines = row_cosines(refs, cands) if refs.shape[1] > 1 else None
     agreement = None
-    if task == contract.TASK_CLASSIFY:
+    if task == contract.TASK_CLASSIFY and refs.shape[1] > 1:
         agreement = float((refs.argmax(axis=1) == cands.argmax(axis=1)).mean())
     return ParityReport(
         rows=int(refs.shape[0]),
         max_abs_diff=float(np.abs(refs - cands).max()),
-        min_cosine=float(cos.min()),
-        mean_cosine=float(cos.mean()),
+        min_cosine=None if cosines is None else float(cosines.min()),
+        mean_cosine=None if cosines is None else float(cosines.mean()),
         argmax_agreement=agreement,
     )
 
 
+def enforce(report: ParityReport, atol: float, min_cosine: float, what: str) -> None:
+    """Raise :class:`ExportParityError` when ``report`` misses either tolerance."""
+    cosine_bad = report.min_cosine is not None and report.min_cosine < min_cosine
+    if report.max_abs_diff > atol or cosine_bad:
+        raise ExportParityError(
+            report.max_abs_diff,
+            atol,
+            min_cosine=report.min_cosine,
+            cosine_threshold=min_cosine if report.min_cosine is not None else None,
+            what=what,
+        )
+
+
 def check_export_parity(
-    spec: ModelSpec, module: Any, input_names: Sequence[str], tokenizer_file: Path, onnx_path: Path
+    spec: ModelSpec,
+    module: Any,
+    input_names: Sequence[str],
+    tokenizer_file: Path,
+    onnx_path: Path,
+    text_pairs: bool = False,
 ) -> ParityReport:
     """Compare the PyTorch module with the ONNX graph; raise :class:`ExportParityError`."""
-    encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
-    batches = list(feed_batches(encoder, parity_sentences(spec.parity), input_names))
+    batches = parity_feeds(spec, tokenizer_file, input_names, text_pairs)
     report = compare(
         torch_runner(module, input_names),
         ort_runner(onnx_path, spec.cpu_threads),
@@ -157,7 +179,7 @@ def check_export_parity(
         spec.task,
     )
     logger.info(
-        "parity %s: %d rows, max |diff| %.2e (atol %.1e), min cosine %.6f (threshold %.6f)",
+        "parity %s: %d rows, max |diff| %.2e (atol %.1e), min cosine %s (threshold %.6f)",
         spec.name,
         report.rows,
         report.max_abs_diff,
@@ -165,12 +187,7 @@ def check_export_parity(
         report.min_cosine,
         spec.parity.min_cosine,
     )
-    if report.max_abs_diff > spec.parity.atol or report.min_cosine < spec.parity.min_cosine:
-        raise ExportParityError(
-            report.max_abs_diff,
-            spec.parity.atol,
-            report.min_cosine,
-            spec.parity.min_cosine,
-            model=spec.name,
-        )
+    enforce(
+        report, spec.parity.atol, spec.parity.min_cosine, f"model {spec.name!r} (ONNX vs PyTorch)"
+    )
     return report

@@ -15,9 +15,9 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from trainer.repository.errors import ModelConfigError
+from trainer.errors import ModelConfigError
 from trainer.repository.spec import ModelSpec
-from triton_models import contract
+from triton_models.runtime import contract
 
 ConfigDict = dict[str, Any]
 
@@ -33,7 +33,9 @@ class EncoderSignature:
 
     inputs: tuple[str, ...]  # subset of input_ids / attention_mask / token_type_ids, in order
     output: str  # EMBEDDING or PROBS
-    width: int  # embedding dimension or number of labels
+    width: int  # embedding dimension or number of labels (1 for regression)
+    text_pairs: bool = False  # the model reads a second text per row (cross-encoder)
+    problem_type: str = contract.PROBLEM_CLASSIFICATION  # classify: or PROBLEM_REGRESSION
 
     @property
     def uses_token_type_ids(self) -> bool:
@@ -75,6 +77,17 @@ def _token_tensors(names: tuple[str, ...], ragged: bool) -> list[dict[str, Any]]
     return tensors
 
 
+def _text_inputs(signature: EncoderSignature) -> list[dict[str, Any]]:
+    names = [contract.INPUT_TEXT]
+    if signature.text_pairs:
+        names.append(contract.INPUT_TEXT_PAIR)
+    tensors: list[dict[str, Any]] = [
+        {"name": name, "data_type": "TYPE_STRING", "dims": [1]} for name in names
+    ]
+    tensors.append({"name": contract.INPUT_TRUNCATE, "data_type": "TYPE_BOOL", "dims": [1]})
+    return tensors
+
+
 def tokenize_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict:
     outputs = _token_tensors(signature.inputs, ragged=False)
     outputs.append({"name": contract.OUTPUT_NUM_TOKENS, "data_type": "TYPE_INT32", "dims": [1]})
@@ -82,19 +95,16 @@ def tokenize_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict
         "name": tokenize_name(model),
         "backend": "python",
         "max_batch_size": model.max_batch_size,
-        "input": [
-            {"name": contract.INPUT_TEXT, "data_type": "TYPE_STRING", "dims": [1]},
-            {"name": contract.INPUT_TRUNCATE, "data_type": "TYPE_BOOL", "dims": [1]},
-        ],
+        "input": _text_inputs(signature),
         "output": outputs,
         "dynamic_batching": _dynamic_batching(model),
         "instance_group": [{"kind": "KIND_CPU", "count": model.instances}],
         "parameters": _params(
             {
-                "max_length": str(model.max_length),
-                "buckets": ",".join(str(b) for b in model.all_buckets),
-                "tokenizer_file": "tokenizer.json",
-                "emit_token_type_ids": str(signature.uses_token_type_ids).lower(),
+                contract.TOKENIZE_MAX_LENGTH: str(model.max_length),
+                contract.TOKENIZE_BUCKETS: ",".join(str(b) for b in model.all_buckets),
+                contract.TOKENIZE_FILE: contract.TOKENIZER_FILE,
+                contract.TOKENIZE_EMIT_TOKEN_TYPE_IDS: str(signature.uses_token_type_ids).lower(),
             }
         ),
     }
@@ -122,7 +132,10 @@ def encoder_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict:
         config["backend"] = "python"
         config["instance_group"] = [{"kind": "KIND_CPU", "count": model.instances}]
         config["parameters"] = _params(
-            {"model_file": "model.onnx", "intra_op_threads": str(model.cpu_threads)}
+            {
+                contract.ENCODER_MODEL_FILE: "model.onnx",
+                contract.ENCODER_INTRA_OP_THREADS: str(model.cpu_threads),
+            }
         )
     elif model.target == "onnxruntime":
         config["platform"] = "onnxruntime_onnx"
@@ -151,16 +164,17 @@ def ensemble_config(
     }
     if model.task == contract.TASK_CLASSIFY:
         parameters[contract.PARAM_LABELS] = json.dumps(list(labels))
+        parameters[contract.PARAM_PROBLEM_TYPE] = signature.problem_type
     else:
         parameters[contract.PARAM_DIMENSION] = str(signature.width)
+    if signature.text_pairs:
+        parameters[contract.PARAM_TEXT_PAIRS] = "true"
+    text_map = {t["name"]: t["name"] for t in _text_inputs(signature)}
     return {
         "name": model.name,
         "platform": "ensemble",
         "max_batch_size": model.max_batch_size,
-        "input": [
-            {"name": contract.INPUT_TEXT, "data_type": "TYPE_STRING", "dims": [1]},
-            {"name": contract.INPUT_TRUNCATE, "data_type": "TYPE_BOOL", "dims": [1]},
-        ],
+        "input": _text_inputs(signature),
         "output": [
             {"name": out, "data_type": "TYPE_FP32", "dims": [signature.width]},
             {"name": contract.OUTPUT_NUM_TOKENS, "data_type": "TYPE_INT32", "dims": [1]},
@@ -170,10 +184,7 @@ def ensemble_config(
                 {
                     "model_name": tokenize_name(model),
                     "model_version": -1,
-                    "input_map": {
-                        contract.INPUT_TEXT: contract.INPUT_TEXT,
-                        contract.INPUT_TRUNCATE: contract.INPUT_TRUNCATE,
-                    },
+                    "input_map": text_map,
                     "output_map": {
                         **tokens,
                         contract.OUTPUT_NUM_TOKENS: contract.OUTPUT_NUM_TOKENS,

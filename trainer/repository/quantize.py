@@ -9,16 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from trainer.repository.errors import QuantizationGateError
-from trainer.repository.parity import (
-    ParityReport,
-    compare,
-    feed_batches,
-    ort_runner,
-    parity_sentences,
-)
+from trainer.errors import GateError
+from trainer.repository.parity import ParityReport, compare, ort_runner, parity_feeds
 from trainer.repository.spec import ModelSpec
-from triton_models.runtime.text import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -38,27 +31,34 @@ def quantize_int8_dynamic(source: Path, dest: Path, per_channel: bool = True) ->
 
 
 def quantize_with_gate(
-    spec: ModelSpec, fp32_path: Path, dest: Path, tokenizer_file: Path, input_names: tuple[str, ...]
+    spec: ModelSpec,
+    fp32_path: Path,
+    dest: Path,
+    tokenizer_file: Path,
+    input_names: tuple[str, ...],
+    text_pairs: bool = False,
 ) -> ParityReport:
-    """Quantize ``fp32_path`` into ``dest`` if the gate passes; raise otherwise."""
+    """Quantize ``fp32_path`` into ``dest`` if the gate passes; raise :class:`GateError`."""
     quantize_int8_dynamic(fp32_path, dest, per_channel=spec.quantize.per_channel)
-    encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
-    batches = list(feed_batches(encoder, parity_sentences(spec.parity), input_names))
     report = compare(
         ort_runner(fp32_path, spec.cpu_threads),
         ort_runner(dest, spec.cpu_threads),
-        batches,
+        parity_feeds(spec, tokenizer_file, input_names, text_pairs),
         spec.task,
     )
     logger.info(
-        "int8 %s: min cosine to FP32 %.5f (gate %.5f), mean %.5f, argmax agreement %s",
+        "int8 %s: min cosine to FP32 %s (gate %.5f), max |diff| %.3g, argmax agreement %s",
         spec.name,
         report.min_cosine,
         spec.quantize.min_cosine,
-        report.mean_cosine,
+        report.max_abs_diff,
         report.argmax_agreement,
     )
-    if report.min_cosine < spec.quantize.min_cosine:
+    what = f"int8 quantization of {spec.name!r}"
+    if report.min_cosine is not None and report.min_cosine < spec.quantize.min_cosine:
         dest.unlink(missing_ok=True)
-        raise QuantizationGateError(report.min_cosine, spec.quantize.min_cosine, model=spec.name)
+        raise GateError("min cosine to FP32", report.min_cosine, spec.quantize.min_cosine, what)
+    if report.min_cosine is None and report.max_abs_diff > spec.quantize.max_abs_diff:
+        dest.unlink(missing_ok=True)
+        raise GateError("max |diff| to FP32", report.max_abs_diff, spec.quantize.max_abs_diff, what)
     return report

@@ -12,8 +12,15 @@ Example::
         max_batch_size: 32
         dynamic_batching: {max_queue_delay_us: 2000, preferred_batch_sizes: [8, 16, 32]}
         instances: 1
-        parity: {atol: 1.0e-4, min_cosine: 0.9999, dataset: {path: dev.tsv, column: 0}}
+        parity: {atol: 1.0e-4, min_cosine: 0.9999, dataset: {path: dev.tsv, column: sentence}}
         quantize: none            # or int8_dynamic, or {method: int8_dynamic, min_cosine: 0.99}
+        tensorrt: {fp16: true, atol: 2.0e-2, min_cosine: 0.999}   # target tensorrt only
+
+Task ``classify`` serves sequence classifiers (softmax probabilities per label) and
+regression heads (``problem_type: regression`` or one output: the raw predicted value,
+reported as the score of its single label). Checkpoints trained on sentence pairs (a
+cross-encoder, e.g. STS-B) take a second text per input (``text_pairs``; read from the
+trainer's ``lmforge_tasks.json`` when not set).
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from trainer.repository.errors import SpecError
+from lmforge.strict import StrictModel, load_yaml_mapping, validate
+from trainer.errors import SpecError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TASKS = ("embed", "classify")
@@ -43,24 +50,21 @@ DEFAULT_PARITY_SENTENCES: tuple[str, ...] = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DynamicBatching(_Strict):
+class DynamicBatching(StrictModel):
     max_queue_delay_us: int = Field(default=2000, ge=0, le=10_000_000)
     preferred_batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = ()
 
 
-class ParityDataset(_Strict):
-    """Sentences for the parity check, read from a TSV file with a header line."""
+class ParityDataset(StrictModel):
+    """Sentences for the parity check: one named column of a TSV/CSV/JSONL file."""
 
     path: Path
-    column: int | str = 0
+    column: str = "sentence"
+    pair_column: str | None = Field(default=None, description="second text, for pair models")
     limit: int = Field(default=64, ge=1, le=10_000)
 
 
-class ParitySpec(_Strict):
+class ParitySpec(StrictModel):
     atol: float = Field(default=1e-4, gt=0)
     min_cosine: float = Field(default=0.9999, gt=0, le=1)
     sentences: tuple[str, ...] = ()
@@ -74,13 +78,27 @@ class ParitySpec(_Strict):
         return value
 
 
-class QuantizeSpec(_Strict):
+class QuantizeSpec(StrictModel):
     method: Literal["none", "int8_dynamic"] = "none"
     per_channel: bool = True
     min_cosine: float = Field(default=0.99, gt=0, le=1)  # gate vs the FP32 graph
+    max_abs_diff: float = Field(default=0.05, gt=0)  # gate for one-column (regression) outputs
 
 
-class ModelSpec(_Strict):
+class TensorRTSpec(StrictModel):
+    """Engine precision and the engine-vs-PyTorch parity gate (target ``tensorrt`` only).
+
+    FP16 kernels drift more than the FP32 ONNX export, so the engine has its own tolerances;
+    they are what the build enforces and reports, never loosened behind the spec's back.
+    """
+
+    fp16: bool = True
+    atol: float = Field(default=2e-2, gt=0)
+    min_cosine: float = Field(default=0.999, gt=0, le=1)
+    workspace_gb: float = Field(default=2.0, gt=0, le=256)
+
+
+class ModelSpec(StrictModel):
     name: str
     task: Literal["embed", "classify"]
     checkpoint: Path
@@ -92,8 +110,10 @@ class ModelSpec(_Strict):
     instances: int = Field(default=1, ge=1, le=64)
     cpu_threads: int = Field(default=0, ge=0, le=256)  # ONNX Runtime intra-op; 0 = its choice
     labels: tuple[str, ...] | None = None  # classify: overrides config.id2label
+    text_pairs: bool | None = None  # None: from the checkpoint's lmforge_tasks.json
     parity: ParitySpec = ParitySpec()
     quantize: QuantizeSpec = QuantizeSpec()
+    tensorrt: TensorRTSpec = TensorRTSpec()
 
     @field_validator("name")
     @classmethod
@@ -135,6 +155,16 @@ class ModelSpec(_Strict):
                 f"quantize {self.quantize.method} is an ONNX Runtime method; target tensorrt "
                 f"(model {self.name!r}) builds its own reduced-precision engine"
             )
+        if "tensorrt" in self.model_fields_set and self.target != "tensorrt":
+            raise ValueError(
+                f"tensorrt settings apply to target tensorrt; model {self.name!r} has target "
+                f"{self.target}"
+            )
+        if self.text_pairs and self.task != "classify":
+            raise ValueError(
+                f"text_pairs is for task classify (cross-encoders), model {self.name!r} is "
+                f"{self.task}"
+            )
         if self.labels is not None and self.task != "classify":
             raise ValueError(
                 f"labels are only for task classify, model {self.name!r} is {self.task}"
@@ -149,7 +179,7 @@ class ModelSpec(_Strict):
         return tuple(sorted({*self.buckets, self.max_length}))
 
 
-class RepositorySpec(_Strict):
+class RepositorySpec(StrictModel):
     models: tuple[ModelSpec, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -180,29 +210,15 @@ class RepositorySpec(_Strict):
         return self.model_copy(update={"models": tuple(models)})
 
 
-def parse_spec(data: Any, base: Path | None = None) -> RepositorySpec:
+def parse_spec(
+    data: Any, base: Path | None = None, source: str = "repository spec"
+) -> RepositorySpec:
     """Validate a plain mapping; raise :class:`SpecError` naming every problem."""
-    try:
-        spec = RepositorySpec.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise SpecError(f"invalid repository spec: {problems}") from exc
+    spec = validate(RepositorySpec, data, source=source, what="repository spec", error=SpecError)
     return spec.resolve_paths(base) if base is not None else spec
 
 
 def load_spec(path: Path) -> RepositorySpec:
     """Read and validate a YAML spec; relative paths are taken from the file's folder."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read spec {path}: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"spec {path} must be a mapping with a 'models' list")
-    return parse_spec(data, base=Path(path).resolve().parent)
+    data = load_yaml_mapping(path, what="repository spec", error=SpecError)
+    return parse_spec(data, base=Path(path).resolve().parent, source=str(path))

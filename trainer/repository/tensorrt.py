@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.repository.errors import ExportError, TensorRTUnavailableError
+from trainer.errors import ExportError, TensorRTUnavailableError
+from trainer.repository.parity import (
+    ParityReport,
+    compare,
+    enforce,
+    parity_feeds,
+    torch_runner,
+)
+from trainer.repository.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ def build_engine(
     profiles: Sequence[tuple[int, int]],
     max_batch_size: int,
     fp16: bool = True,
-    workspace_bytes: int = 2 << 30,
+    workspace_gb: float = 2.0,
 ) -> Path:
     """Build a serialized engine; profile ``i`` serves lengths ``profiles[i]``."""
     trt = _import_tensorrt()
@@ -65,7 +73,7 @@ def build_engine(
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     opt_batch = max(1, max_batch_size // 2)
@@ -81,11 +89,6 @@ def build_engine(
     plan_path.write_bytes(bytes(serialized))
     logger.info("built TensorRT engine %s with %d profiles", plan_path, len(profiles))
     return plan_path
-
-
-# Engines are built with FP16 kernels: the gate is looser than the ONNX export's.
-ENGINE_ATOL = 2e-2
-ENGINE_MIN_COSINE = 0.999
 
 
 def engine_runner(
@@ -144,39 +147,32 @@ def engine_runner(
 
 
 def check_engine_parity(
-    spec: Any,
+    spec: ModelSpec,
     module: Any,
     input_names: Sequence[str],
     tokenizer_file: Path,
     plan_path: Path,
     profiles: Sequence[tuple[int, int]],
-) -> Any:
-    """PyTorch (CPU, FP32) vs the engine on the spec's parity sentences; raises on failure."""
-    from trainer.repository.errors import ExportParityError
-    from trainer.repository.parity import compare, feed_batches, parity_sentences, torch_runner
-    from triton_models.runtime.text import TextEncoder
-
-    encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
-    batches = list(feed_batches(encoder, parity_sentences(spec.parity), input_names))
+    text_pairs: bool = False,
+) -> ParityReport:
+    """PyTorch (CPU, FP32) vs the engine on the spec's parity sentences, gated by
+    ``spec.tensorrt`` (its own tolerances: FP16 kernels); raises :class:`ExportParityError`."""
+    batches = parity_feeds(spec, tokenizer_file, input_names, text_pairs)
     report = compare(
         torch_runner(module, input_names),
         engine_runner(plan_path, input_names, profiles),
         batches,
         spec.task,
     )
-    atol = max(spec.parity.atol, ENGINE_ATOL)
-    min_cosine = min(spec.parity.min_cosine, ENGINE_MIN_COSINE)
+    gate = spec.tensorrt
     logger.info(
-        "engine parity %s: %d rows, max |diff| %.2e (atol %.1e), min cosine %.6f (threshold %.6f)",
+        "engine parity %s: %d rows, max |diff| %.2e (atol %.1e), min cosine %s (threshold %.6f)",
         spec.name,
         report.rows,
         report.max_abs_diff,
-        atol,
+        gate.atol,
         report.min_cosine,
-        min_cosine,
+        gate.min_cosine,
     )
-    if report.max_abs_diff > atol or report.min_cosine < min_cosine:
-        raise ExportParityError(
-            report.max_abs_diff, atol, report.min_cosine, min_cosine, model=spec.name
-        )
+    enforce(report, gate.atol, gate.min_cosine, f"model {spec.name!r} (TensorRT engine vs PyTorch)")
     return report

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from trainer.training.errors import CheckpointError
+from trainer.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 MARKER = "complete.json"

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from trainer.errors import TrainerError
 from trainer.training.config import load_config
-from trainer.training.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 ENTRY_MODULE = "trainer.training.entry"
@@ -117,7 +117,7 @@ def handle(args: argparse.Namespace) -> int:
             hostfile=args.hostfile,
             master_port=args.master_port or _free_port(),
         )
-    except TrainingError as exc:
+    except TrainerError as exc:
         logger.error("%s", exc)
         return 1
     env = dict(os.environ)

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from trainer.training.errors import ConfigError
+from lmforge.strict import StrictModel, load_yaml_mapping, validate
+from trainer.errors import ConfigError
 
 TaskType = Literal["classification", "regression", "masked_lm", "causal_lm", "pair_embedding"]
 ENCODER_TASKS: frozenset[str] = frozenset(
@@ -19,11 +20,7 @@ ENCODER_TASKS: frozenset[str] = frozenset(
 PACKAGE_SCHEME = "pkg://"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArchitectureConfig(_Strict):
+class ArchitectureConfig(StrictModel):
     """A model built from a config (random weights), for from-scratch runs and tests."""
 
     kind: Literal["bert", "gpt2"]
@@ -43,7 +40,7 @@ class ArchitectureConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """Either a pretrained HF folder or an architecture; a tokenizer folder in both cases."""
 
     pretrained: Path | None = None
@@ -67,14 +64,14 @@ class ModelConfig(_Strict):
         return path
 
 
-class DataSource(_Strict):
+class DataSource(StrictModel):
     path: Path
     format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"
     on_error: Literal["fail", "skip"] = "fail"
     max_rows: int | None = Field(None, ge=1)
 
 
-class ImbalanceConfig(_Strict):
+class ImbalanceConfig(StrictModel):
     """Class-imbalance handling for a classification task.
 
     ``class_weight`` and ``oversample`` weight class c by ``(1 / n_c) ** power``
@@ -87,7 +84,7 @@ class ImbalanceConfig(_Strict):
     power: float = Field(1.0, ge=0.0, le=1.0)
 
 
-class TaskConfig(_Strict):
+class TaskConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     type: TaskType
     train: DataSource
@@ -122,14 +119,14 @@ class TaskConfig(_Strict):
         return self
 
 
-class SamplingConfig(_Strict):
+class SamplingConfig(StrictModel):
     """How tasks are mixed: p_i ∝ n_i (proportional), n_i^(1/T) (temperature), 1 (uniform)."""
 
     strategy: Literal["proportional", "temperature", "uniform"] = "temperature"
     temperature: float = Field(2.0, gt=0.0)
 
 
-class DeepSpeedConfig(_Strict):
+class DeepSpeedConfig(StrictModel):
     zero_stage: int = Field(2, ge=0, le=3)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     micro_batch_size: int = Field(16, ge=1)
@@ -137,7 +134,7 @@ class DeepSpeedConfig(_Strict):
     gradient_clipping: float = Field(1.0, ge=0.0)
 
 
-class OptimizerConfig(_Strict):
+class OptimizerConfig(StrictModel):
     lr: float = Field(5e-5, gt=0.0)
     head_lr: float | None = Field(None, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
@@ -148,7 +145,7 @@ class OptimizerConfig(_Strict):
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class LoopConfig(_Strict):
+class LoopConfig(StrictModel):
     """Length of the run and its cadences, counted in optimizer steps (0 = never)."""
 
     max_steps: int | None = Field(None, ge=1)
@@ -169,7 +166,7 @@ class LoopConfig(_Strict):
         return self
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     model: ModelConfig
     tasks: list[TaskConfig] = Field(min_length=1)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -240,33 +237,17 @@ def _resolve_paths(node: Any, base: Path) -> Any:
     return node
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid run config"]
-    for item in error.errors():
-        loc = ".".join(str(part) for part in item["loc"]) or "(root)"
-        lines.append(f"  {loc}: {item['msg']}")
-    return "\n".join(lines)
-
-
 def parse_config(data: Any, base_dir: Path, source: str = "<config>") -> RunConfig:
     """Validate a mapping; relative paths are resolved against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the run config must be a mapping, got {type(data).__name__}")
-    try:
-        return RunConfig.model_validate(_resolve_paths(data, base_dir))
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+    if isinstance(data, dict):
+        data = _resolve_paths(data, base_dir)
+    return validate(RunConfig, data, source=source, what="run config", error=ConfigError)
 
 
 def load_config(path: str | Path) -> RunConfig:
     """Load a run config from YAML; relative paths are relative to the YAML file's folder."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read run config: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = load_yaml_mapping(path, what="run config", error=ConfigError)
     return parse_config(data, path.resolve().parent, str(path))
 
 

@@ -6,21 +6,17 @@ A malformed row is reported with its file and line; depending on the source's
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.datasets import Record, read_records
+from trainer.errors import DataError
 from trainer.training.config import DataSource, TaskConfig
-from trainer.training.errors import DataError
 
 logger = logging.getLogger(__name__)
 _MAX_LOGGED_SKIPS = 5
-
-Record = dict[str, Any]
 
 
 @dataclass
@@ -36,70 +32,6 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.texts)
-
-
-def detect_format(source: DataSource) -> str:
-    if source.format != "auto":
-        return source.format
-    suffix = source.path.suffix.lower()
-    formats = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-    if suffix not in formats:
-        raise DataError(source.path, None, f"cannot tell the format from {suffix!r}; set format")
-    return formats[suffix]
-
-
-def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, Record | DataError]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL, strict=True)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(path, 1, "empty file: a header line is required") from None
-        if len(set(header)) != len(header):
-            raise DataError(path, 1, f"duplicate column names in header {header}")
-        line = reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield line, DataError(path, line, f"unparsable row: {exc}")
-                return  # the parser cannot resynchronise after a broken quote
-            if row and len(row) != len(header):
-                yield (
-                    line,
-                    DataError(path, line, f"expected {len(header)} fields, found {len(row)}"),
-                )
-            elif row:
-                yield line, dict(zip(header, row, strict=True))
-            line = reader.line_num + 1
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Record | DataError]]:
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line, DataError(path, line, f"invalid JSON: {exc.msg}")
-                continue
-            if not isinstance(value, dict):
-                yield line, DataError(path, line, "each JSONL line must be an object")
-                continue
-            yield line, value
-
-
-def read_records(source: DataSource) -> Iterator[tuple[int, Record | DataError]]:
-    """Yield ``(line, record)`` or ``(line, DataError)`` for each data row of a file."""
-    if not source.path.is_file():
-        raise DataError(source.path, None, "file not found")
-    fmt = detect_format(source)
-    if fmt == "jsonl":
-        return _read_jsonl(source.path)
-    return _read_delimited(source.path, "\t" if fmt == "tsv" else ",")
 
 
 def _text(record: Record, name: str, path: Path, line: int) -> str:
@@ -148,7 +80,7 @@ def load_examples(
     texts: list[tuple[str, ...]] = []
     raw_labels: list[Any] = []
     skipped: list[int] = []
-    for line, item in read_records(source):
+    for line, item in read_records(source.path, source.format):
         try:
             if isinstance(item, DataError):
                 raise item

@@ -8,8 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from trainer.errors import TrainerError
 from trainer.training.config import load_config
-from trainer.training.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from trainer.training.loop import train
 
         train(config, resume=args.resume)
-    except TrainingError as exc:
+    except TrainerError as exc:
         logger.error("%s", exc)
         return 1
     return 0

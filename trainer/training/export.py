@@ -28,7 +28,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from trainer.training.errors import CheckpointError, ExportParityError
+from trainer.errors import CheckpointError, ExportParityError
 from trainer.training.losses import mean_pool
 from trainer.training.modeling import HeadSpec, MultiTaskModel
 
@@ -176,7 +176,7 @@ def export_task(
     target = _task_model(model, spec)
     diff = _parity(model, target, spec, tokenizer)
     if diff > atol:
-        raise ExportParityError(task, diff, atol)
+        raise ExportParityError(diff, atol, what=f"task {task!r} (HF export vs trained model)")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

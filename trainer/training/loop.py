@@ -11,17 +11,18 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.training import checkpoint
 from trainer.training.config import ENCODER_TASKS, RunConfig, dump_config
-from trainer.training.errors import CheckpointError, ConfigError
 from trainer.training.export import export_task, save_bundle
 from trainer.training.modeling import (
     MultiTaskModel,
@@ -35,6 +36,11 @@ from trainer.training.sampling import IndexStream, TaskSampler, task_probabiliti
 from trainer.training.tasks import Collator, EvalAccumulator, Task, load_task, text_lengths
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RankFailure(TrainerError):
+    """Another rank failed a step all ranks take part in; this rank stops too."""
 
 
 def derived_seed(*parts: int) -> int:
@@ -310,13 +316,34 @@ class Trainer:
         return results
 
     # -- output -------------------------------------------------------------------------------
+    def _rank0(self, what: str, work: Callable[[], T]) -> T | None:
+        """Collective: rank 0 runs ``work`` while the others wait; every rank learns whether
+        it succeeded. A failure on rank 0 raises :class:`RankFailure` on every rank instead
+        of leaving the others blocked at a barrier forever."""
+        result: T | None = None
+        failure: BaseException | None = None
+        if self.rank == 0:
+            try:
+                result = work()
+            except Exception as exc:  # reported to every rank below, re-raised on rank 0
+                failure = exc
+        status = torch.tensor([0 if failure is None else 1], dtype=torch.int64)
+        dist.all_reduce(status)  # a collective every rank reaches, whatever rank 0 did
+        if failure is not None:
+            raise failure
+        if int(status.item()):
+            raise RankFailure(f"{what} failed on rank 0 (see its log); rank {self.rank} stops")
+        return result
+
     def _write_bundle(self, folder: Path, metrics: dict[str, Any]) -> MultiTaskModel | None:
         """Collective; rank 0 writes the bundle and returns a CPU copy of the model."""
         from transformers import AutoModel
 
         state = gather_full_state(self.engine, self.config.deepspeed.zero_stage)
-        model: MultiTaskModel | None = None
-        if self.rank == 0 and state is not None:
+
+        def write() -> MultiTaskModel:
+            if state is None:
+                raise CheckpointError("rank 0 holds no gathered state")
             encoder = AutoModel.from_config(self.model.encoder.config)
             model = MultiTaskModel(encoder, [t.spec for t in self.tasks])
             model.load_state_dict(state)
@@ -325,20 +352,32 @@ class Trainer:
                 "run.yaml": dump_config(self.config),
             }
             save_bundle(folder, model, state, self.tokenizer, extras)
-        dist.barrier()
-        return model
+            return model
+
+        return self._rank0(f"writing {folder}", write)
 
     def _finish(self, final: dict[str, dict[str, float]], seconds: float) -> dict[str, Any]:
-        summary = {"step": self.step, "final": final, "best": self.best, "train_seconds": seconds}
+        summary = {
+            "step": self.step,
+            "eval": final,
+            "best": self.best,
+            "train_seconds": seconds,
+        }
         model = self._write_bundle(self.out / "model", summary)
-        if self.rank == 0 and model is not None:
-            source = model
+
+        def export() -> None:
+            source: MultiTaskModel | None = model
+            # an export carries the metrics of the weights it holds: best/'s when it exists
+            metrics = {"source": "model", "step": self.step, "eval": final}
             if self.best is not None:
                 from trainer.training.export import load_bundle
 
                 source, _ = load_bundle(self.out / "best")
+                metrics = {"source": "best", "step": self.best["step"], "eval": self.best["eval"]}
+            if source is None:
+                raise CheckpointError("no model to export")
             extras = {
-                "metrics.json": json.dumps(summary, indent=2),
+                "metrics.json": json.dumps({**metrics, "train_seconds": seconds}, indent=2),
                 "run.yaml": dump_config(self.config),
             }
             for task in self.tasks:
@@ -353,7 +392,8 @@ class Trainer:
             logger.info(
                 "finished %d steps in %.1f s; model in %s", self.step, seconds, self.out / "model"
             )
-        dist.barrier()
+
+        self._rank0("exporting the tasks", export)
         return summary
 
 

@@ -1,71 +1,66 @@
-"""Evaluation metrics in plain numpy: classification, correlation and perplexity."""
+"""Evaluation metrics: scikit-learn for classification, SciPy for correlation.
+
+Thin wrappers that fix the conventions the trainer reports: macro-F1 over the classes that
+occur in targets or predictions, recall per class (NaN for a class absent from the targets),
+correlations as NaN when one side is constant, perplexity from summed NLL.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
 
 Values = Sequence[float] | np.ndarray
 
 
 def accuracy(predictions: Sequence[int], targets: Sequence[int]) -> float:
-    pred, gold = np.asarray(predictions), np.asarray(targets)
-    return float((pred == gold).mean()) if gold.size else float("nan")
+    if not len(targets):
+        return float("nan")
+    return float(skm.accuracy_score(targets, predictions))
 
 
 def per_class_recall(
     predictions: Sequence[int], targets: Sequence[int], num_classes: int
 ) -> list[float]:
     """Recall of each class; NaN for a class absent from ``targets``."""
-    pred, gold = np.asarray(predictions), np.asarray(targets)
-    recalls = []
-    for c in range(num_classes):
-        support = gold == c
-        recalls.append(float((pred[support] == c).mean()) if support.any() else float("nan"))
-    return recalls
+    classes = list(range(num_classes))
+    recall = skm.recall_score(
+        targets, predictions, labels=classes, average=None, zero_division=np.nan
+    )
+    return [float(r) for r in recall]
 
 
 def macro_f1(predictions: Sequence[int], targets: Sequence[int], num_classes: int) -> float:
     """Unweighted mean of per-class F1 over the classes present in targets or predictions."""
-    pred, gold = np.asarray(predictions), np.asarray(targets)
-    scores = []
-    for c in range(num_classes):
-        tp = float(np.sum((pred == c) & (gold == c)))
-        fp = float(np.sum((pred == c) & (gold != c)))
-        fn = float(np.sum((pred != c) & (gold == c)))
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else float("nan")
+    present = sorted(set(int(t) for t in targets) | set(int(p) for p in predictions))
+    present = [c for c in present if 0 <= c < num_classes]
+    if not present:
+        return float("nan")
+    return float(skm.f1_score(targets, predictions, labels=present, average="macro"))
+
+
+def _correlation(kind: str, x: Values, y: Values) -> float:
+    a = np.asarray(x, dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        result = stats.pearsonr(a, b) if kind == "pearson" else stats.spearmanr(a, b)
+    return float(result.statistic)
 
 
 def pearson(x: Values, y: Values) -> float:
-    a = np.asarray(x, dtype=np.float64)
-    b = np.asarray(y, dtype=np.float64)
-    a, b = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties receiving the average of their positions."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(values.size, dtype=np.float64)
-    start = 0
-    while start < values.size:
-        end = start
-        while end + 1 < values.size and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    return ranks
+    return _correlation("pearson", x, y)
 
 
 def spearman(x: Values, y: Values) -> float:
-    return pearson(_ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, np.float64)))
+    return _correlation("spearman", x, y)
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:

@@ -23,8 +23,8 @@ from transformers import (
 )
 from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
+from trainer.errors import ConfigError
 from trainer.training.config import ModelConfig
-from trainer.training.errors import ConfigError
 from trainer.training.losses import (
     focal_loss,
     in_batch_contrastive,

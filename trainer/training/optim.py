@@ -1,8 +1,7 @@
-"""Optimizer parameter groups, the warmup/decay schedule and the DeepSpeed config dict."""
+"""Optimizer parameter groups, the warm-up/decay schedule and the DeepSpeed config dict."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -38,33 +37,29 @@ def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict[str, An
     return result
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the base learning rate after ``step`` optimizer steps."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return max(0.0, 1.0 - progress)
-
-
 def warmup_steps(config: OptimizerConfig, total: int) -> int:
     if config.warmup_steps is not None:
         return config.warmup_steps
     return round(config.warmup_ratio * total)
 
 
+_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
 def build_optimizer(
     model: nn.Module, config: OptimizerConfig, total: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW and its warm-up/decay schedule (``transformers.get_scheduler``)."""
+    from transformers import get_scheduler
+
     optimizer = torch.optim.AdamW(
         param_groups(model, config), lr=config.lr, betas=config.betas, eps=config.eps
     )
-    warmup = warmup_steps(config, total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, warmup, config.schedule)
+    scheduler = get_scheduler(
+        _SCHEDULES[config.schedule],
+        optimizer,
+        num_warmup_steps=warmup_steps(config, total),
+        num_training_steps=total,
     )
     return optimizer, scheduler
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.training.errors import ConfigError
+from trainer.errors import ConfigError
 
 
 def task_probabilities(sizes: Sequence[int], strategy: str, temperature: float = 1.0) -> np.ndarray:

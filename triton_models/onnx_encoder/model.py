@@ -5,8 +5,8 @@ their lengths may differ) is right-padded to a common length, run in one
 ``session.run`` and split back per request. The graph's outputs (``EMBEDDING`` or
 ``PROBS``, pooling/softmax already inside the graph) are returned under their own names.
 
-Config ``parameters``: ``model_file`` (default ``model.onnx`` in the version folder),
-``intra_op_threads`` and ``inter_op_threads`` (0: ONNX Runtime decides).
+Config ``parameters``: the ``contract.ENCODER_*`` names (model file, default ``model.onnx`` in
+the version folder; intra-/inter-op threads, 0: ONNX Runtime decides).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:  # a built repository ships the helpers next to this file
+    from lmforge_runtime import contract
     from lmforge_runtime.params import string_parameters
     from lmforge_runtime.ragged import merge_requests, split_rows
 except ModuleNotFoundError:  # running from the source tree
+    from triton_models.runtime import contract
     from triton_models.runtime.params import string_parameters
     from triton_models.runtime.ragged import merge_requests, split_rows
 
@@ -47,10 +49,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = string_parameters(config)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        model_file = version_dir / params.get("model_file", "model.onnx")
+        model_file = version_dir / params.get(contract.ENCODER_MODEL_FILE, "model.onnx")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)
-        options.inter_op_num_threads = int(params.get("inter_op_threads", "0") or 0)
+        options.intra_op_num_threads = int(params.get(contract.ENCODER_INTRA_OP_THREADS) or 0)
+        options.inter_op_num_threads = int(params.get(contract.ENCODER_INTER_OP_THREADS) or 0)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]

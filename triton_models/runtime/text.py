@@ -1,7 +1,10 @@
 """Text → padded token tensors: truncation policy, length buckets, padding.
 
-Used by the ``tokenize`` python model. Requests are padded to the smallest length bucket
-that fits their longest row, so requests of similar length share shapes downstream.
+One definition of "how lmforge tokenizes" for every side: the ``tokenize`` python model
+inside Triton, the gateway's own tokenization (when it calls ``<name>_encoder`` directly)
+and the builder's parity checks. Requests are padded to the smallest length bucket that
+fits their longest row, so requests of similar length share shapes downstream. Pairs (a
+second text per row, for cross-encoders) are truncated longest-first.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
-IntArray = npt.NDArray[np.int64]
+from . import contract
 
-INPUT_TOO_LONG = "INPUT_TOO_LONG"  # mirrors contract.INPUT_TOO_LONG (this module stands alone)
+IntArray = npt.NDArray[np.int64]
 
 
 class InputTooLongError(ValueError):
@@ -27,10 +30,7 @@ class InputTooLongError(ValueError):
         self.row = row
         self.num_tokens = num_tokens
         self.max_length = max_length
-        super().__init__(
-            f"{INPUT_TOO_LONG}: row {row} has {num_tokens} tokens, more than the model's "
-            f"max_length {max_length} (set truncate to cut it)"
-        )
+        super().__init__(contract.input_too_long_message(row, num_tokens, max_length))
 
 
 def parse_buckets(value: str | Sequence[int], max_length: int) -> tuple[int, ...]:
@@ -104,25 +104,34 @@ class TextEncoder:
     def from_file(cls, path: Path, max_length: int, buckets: Sequence[int]) -> TextEncoder:
         return cls(Tokenizer.from_file(str(path)), max_length, buckets)
 
-    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoding]:
         """Tokenize (truncated to ``max_length``); ``overflowing`` marks rows that were cut."""
-        return list(self._tokenizer.encode_batch(list(texts)))
+        if pairs is None:
+            return list(self._tokenizer.encode_batch(list(texts)))
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
+        return list(self._tokenizer.encode_batch(list(zip(texts, pairs, strict=True))))
 
-    def untruncated_length(self, text: str) -> int:
-        """Token count of ``text`` without truncation (for error messages)."""
+    def untruncated_length(self, text: str, pair: str | None = None) -> int:
+        """Token count of ``text`` (and ``pair``) without truncation (for error messages)."""
         self._tokenizer.no_truncation()
         try:
-            return len(self._tokenizer.encode(text).ids)
+            return len(self._tokenizer.encode(text, pair).ids)
         finally:
             self._tokenizer.enable_truncation(max_length=self.max_length)
 
     def check_lengths(
-        self, texts: Sequence[str], encodings: Sequence[Encoding], truncate: Sequence[bool]
+        self,
+        texts: Sequence[str],
+        encodings: Sequence[Encoding],
+        truncate: Sequence[bool],
+        pairs: Sequence[str] | None = None,
     ) -> None:
         """Raise :class:`InputTooLongError` for the first cut row whose caller forbade cutting."""
         for row, (text, enc, may_cut) in enumerate(zip(texts, encodings, truncate, strict=True)):
             if enc.overflowing and not may_cut:
-                raise InputTooLongError(row, self.untruncated_length(text), self.max_length)
+                pair = None if pairs is None else pairs[row]
+                raise InputTooLongError(row, self.untruncated_length(text, pair), self.max_length)
 
     def batch(self, encodings: Sequence[Encoding]) -> TokenBatch:
         """Pad one request's rows to the smallest bucket that fits its longest row."""
@@ -132,9 +141,11 @@ class TextEncoder:
             [e.ids for e in encodings], [e.type_ids for e in encodings], length, self.pad_id
         )
 
-    def __call__(self, texts: Sequence[str], truncate: Sequence[bool]) -> TokenBatch:
-        encodings = self.encode(texts)
-        self.check_lengths(texts, encodings, truncate)
+    def __call__(
+        self, texts: Sequence[str], truncate: Sequence[bool], pairs: Sequence[str] | None = None
+    ) -> TokenBatch:
+        encodings = self.encode(texts, pairs)
+        self.check_lengths(texts, encodings, truncate, pairs)
         return self.batch(encodings)
 
 

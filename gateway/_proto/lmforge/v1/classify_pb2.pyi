@@ -29,6 +29,7 @@ class ClassifyRequest(_message.Message):
     INPUTS_FIELD_NUMBER: _builtins.int
     TRUNCATION_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name, as listed by ListModels."""
     truncation: _common_pb2.Truncation.ValueType
@@ -39,6 +40,13 @@ class ClassifyRequest(_message.Message):
     def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The texts to classify; one result per input, in order."""
 
+    @_builtins.property
+    def pairs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Second text of each input, for sentence-pair models (cross-encoders such as an
+        STS-B regressor): empty, or exactly one per input. Required by pair models
+        (ModelInfo.text_pairs) and refused by the others.
+        """
+
     def __init__(
         self,
         *,
@@ -46,10 +54,11 @@ class ClassifyRequest(_message.Message):
         inputs: _abc.Iterable[_builtins.str] | None = ...,
         truncation: _common_pb2.Truncation.ValueType = ...,
         top_k: _builtins.int = ...,
+        pairs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "model", b"model", "top_k", b"top_k", "truncation", b"truncation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "model", b"model", "pairs", b"pairs", "top_k", b"top_k", "truncation", b"truncation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -57,7 +66,9 @@ Global___ClassifyRequest: _TypeAlias = ClassifyRequest  # noqa: Y015
 
 @_typing.final
 class LabelScore(_message.Message):
-    """One label and its probability."""
+    """One label and its score: the softmax probability for a classifier; the predicted
+    value for a regression model (ModelInfo.regression), which has a single label.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

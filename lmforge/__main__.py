@@ -1,0 +1,7 @@
+"""``python -m lmforge`` = ``lmforge``."""
+
+import sys
+
+from lmforge.cli import main
+
+sys.exit(main())
