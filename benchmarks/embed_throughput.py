@@ -30,57 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from gateway.client import AsyncLmforgeClient  # noqa: E402
-from triton_models.launcher import TritonServer, free_ports  # noqa: E402
+from lmforge.processes import gateway_config, start_gateway  # noqa: E402
+from trainer.datasets import dataset_file, read_column  # noqa: E402
+from triton_models.launcher import TritonServer  # noqa: E402
 
 
 def sst2_sentences(limit: int) -> list[str]:
-    from trainer.repository.demo import datasets_root
-
-    with (datasets_root() / "sst2" / "dev.tsv").open(encoding="utf-8", newline="") as handle:
-        return [row["sentence"] for row in csv.DictReader(handle, delimiter="\t")][:limit]
-
-
-def start_gateway(workdir: Path, triton_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port, metrics_port = free_ports(2)
-    config = {
-        "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
-        "triton": {"url": triton_url},
-        "models": [{"name": "minilm", "task": "embed", "triton_model": "minilm"}],
-    }
-    path = workdir / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--config",
-            str(path),
-        ]
-    )
-    return process, f"127.0.0.1:{port}"
-
-
-async def wait_serving(target: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with AsyncLmforgeClient(target) as client:
-        while time.monotonic() < deadline:
-            try:
-                if await client.health(timeout=1.0) == "SERVING":
-                    return
-            except Exception:  # the port may not be open yet
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"gateway at {target} not SERVING after {timeout:.0f} s")
+    return read_column(dataset_file("sst2", "dev"), "sentence", limit)
 
 
 async def gateway_load(
@@ -185,32 +145,36 @@ def main() -> int:
         if repository is None:
             repository = workdir / "repository"
             subprocess.run(
-                [sys.executable, "-m", "gateway.cli", "repo", "demo", "--out", str(repository)],
+                [sys.executable, "-m", "lmforge", "repo", "demo", "--out", str(repository)],
                 check=True,
             )
-        with TritonServer(repository) as triton:
-            gateway, target = start_gateway(workdir, triton.grpc_url)
-            try:
-                asyncio.run(wait_serving(target))
-                rows = []
-                for concurrency in args.concurrency:
-                    via_gateway = asyncio.run(
-                        gateway_load(target, sentences, concurrency, args.warmup, args.duration)
-                    )
-                    direct = perf_analyzer(
-                        args.perf_venv, triton.grpc_url, sentences, concurrency, workdir
-                    )
-                    rows.append(
-                        {
-                            "concurrency": concurrency,
-                            "gateway": via_gateway,
-                            "perf_analyzer": direct,
-                        }
-                    )
-                    print(f"concurrency {concurrency}: done", flush=True)
-            finally:
-                gateway.terminate()
-                gateway.wait(timeout=30)
+        models = [{"name": "minilm", "task": "embed", "triton_model": "minilm"}]
+        with (
+            TritonServer(repository) as triton,
+            start_gateway(
+                workdir / "gateway",
+                gateway_config(triton.grpc_url, models),
+                log_level="WARNING",
+                wait_serving=True,
+            ) as gateway,
+        ):
+            target = gateway.target
+            rows = []
+            for concurrency in args.concurrency:
+                via_gateway = asyncio.run(
+                    gateway_load(target, sentences, concurrency, args.warmup, args.duration)
+                )
+                direct = perf_analyzer(
+                    args.perf_venv, triton.grpc_url, sentences, concurrency, workdir
+                )
+                rows.append(
+                    {
+                        "concurrency": concurrency,
+                        "gateway": via_gateway,
+                        "perf_analyzer": direct,
+                    }
+                )
+                print(f"concurrency {concurrency}: done", flush=True)
 
     print("\nEmbed throughput, minilm ensemble (all-MiniLM-L6-v2, cpu target), 1 sentence/request")
     print(f"{'conc':>4}  {'gateway s/s':>12} {'p50 ms':>8} {'p99 ms':>8}   "

@@ -7,13 +7,12 @@ trainer measured in-process (``metrics.json`` of the export), so a drift anywher
 pipeline shows as a difference.
 
     python benchmarks/train_to_serve.py runs/bench/sst2_minilm/exports/sst2 \
-        --dev ../shared/datasets/sst2/dev.tsv --text-column sentence --label-column label
+        --dev datasets/sst2/dev.tsv --text-column sentence --label-column label
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -27,12 +26,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from gateway.client import LmforgeClient  # noqa: E402
-from triton_models.launcher import TritonServer, free_ports  # noqa: E402
+from lmforge.processes import gateway_config, start_gateway  # noqa: E402
+from trainer.datasets import read_column  # noqa: E402
+from triton_models.launcher import TritonServer  # noqa: E402
 
 
 def read_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return [(r[text_column], r[label_column]) for r in csv.DictReader(handle, delimiter="\t")]
+    texts, labels = read_column(path, text_column), read_column(path, label_column)
+    return list(zip(texts, labels, strict=True))
 
 
 def main() -> int:
@@ -72,49 +73,33 @@ def main() -> int:
         (work / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "repo", "build", str(work / "spec.yaml"),
+            [sys.executable, "-m", "lmforge", "repo", "build", str(work / "spec.yaml"),
              "--out", str(work / "repository")],
             check=True,
         )  # fmt: skip
         build_s = time.perf_counter() - started
-        with TritonServer(work / "repository") as triton:
-            port, metrics_port = free_ports(2)
-            gateway_config = {
-                "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
-                "triton": {"url": triton.grpc_url},
-                "models": [{"name": args.name, "task": "classify", "triton_model": args.name}],
-            }
-            (work / "gateway.yaml").write_text(yaml.safe_dump(gateway_config), encoding="utf-8")
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve",
-                 "--config", str(work / "gateway.yaml")]
-            )  # fmt: skip
-            try:
-                with LmforgeClient(f"127.0.0.1:{port}", timeout=60) as client:
-                    deadline = time.monotonic() + 60
-                    while True:
-                        try:
-                            if client.health(timeout=1) == "SERVING":
-                                break
-                        except Exception:
-                            pass
-                        if time.monotonic() > deadline:
-                            raise TimeoutError("gateway not SERVING after 60 s")
-                        time.sleep(0.2)
-                    started = time.perf_counter()
-                    predicted: list[str] = []
-                    for i in range(0, len(rows), args.batch):
-                        reply = client.classify(
-                            args.name, [t for t, _ in rows[i : i + args.batch]], top_k=1
-                        )
-                        predicted += [r.top.label for r in reply.results]
-                    serve_s = time.perf_counter() - started
-            finally:
-                gateway.terminate()
-                gateway.wait(timeout=30)
+        models = [{"name": args.name, "task": "classify", "triton_model": args.name}]
+        with (
+            TritonServer(work / "repository") as triton,
+            start_gateway(
+                work / "gateway",
+                gateway_config(triton.grpc_url, models),
+                log_level="WARNING",
+                wait_serving=True,
+            ) as gateway,
+            LmforgeClient(gateway.target, timeout=60) as client,
+        ):
+            started = time.perf_counter()
+            predicted: list[str] = []
+            for i in range(0, len(rows), args.batch):
+                reply = client.classify(
+                    args.name, [t for t, _ in rows[i : i + args.batch]], top_k=1
+                )
+                predicted += [r.top.label for r in reply.results]
+            serve_s = time.perf_counter() - started
 
     served = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
-    in_process = trained.get("final", trained)
+    in_process = trained.get("eval", trained)
     print(f"\nexport: {export}")
     print(f"repository build (export + parity + write): {build_s:.1f} s")
     print(f"served accuracy through the gateway: {served:.4f} on {len(gold)} rows "

@@ -36,17 +36,16 @@ def run_config(
     out = RUNS / run_name
     shutil.rmtree(out, ignore_errors=True)
     config["output_dir"] = str(out)
+    for task in config["tasks"]:  # the copy lives elsewhere: make data paths absolute
+        for split in ("train", "dev"):
+            if split in task and not Path(task[split]["path"]).is_absolute():
+                task[split]["path"] = str((CONFIGS / task[split]["path"]).resolve())
     out.parent.mkdir(parents=True, exist_ok=True)
     path = out.parent / f"{run_name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    # relative data paths in the copied config must still point at the shared datasets
-    text = path.read_text(encoding="utf-8").replace(
-        "../../../shared/", str(REPO.parent / "shared") + "/"
-    )
-    path.write_text(text, encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.setdefault("LMFORGE_CPU_THREADS", "1")  # a shared 2-core machine: no OpenMP spinning
-    cmd = [sys.executable, "-m", "gateway.cli", "train", str(path), "--num-ranks", str(num_ranks)]
+    cmd = [sys.executable, "-m", "lmforge", "train", str(path), "--num-ranks", str(num_ranks)]
     print("$", " ".join(cmd), flush=True)
     started = time.monotonic()
     subprocess.run(cmd, cwd=REPO, env=env, check=True)
@@ -60,7 +59,7 @@ def run_config(
 
 def best_or_final(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     best = summary.get("best")
-    return best["eval"] if best else summary["final"]
+    return best["eval"] if best else summary["eval"]
 
 
 def fmt(value: Any) -> str:

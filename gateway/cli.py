@@ -21,7 +21,9 @@ COMMANDS: tuple[Register, ...] = (server.register, client_cli.register)
 
 
 def build_parser(
-    prog: str, description: str, commands: Sequence[Register]
+    prog: str = "lmforge-gateway",
+    description: str = "The lmforge gRPC gateway: Classify, Embed and Generate in front of Triton.",
+    commands: Sequence[Register] = COMMANDS,
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
@@ -48,12 +50,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(
-        "lmforge-gateway",
-        "The lmforge gRPC gateway: Classify, Embed and Generate in front of Triton.",
-        COMMANDS,
-    )
-    return run(parser, argv)
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

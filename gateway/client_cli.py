@@ -30,7 +30,11 @@ def _call(args: argparse.Namespace) -> Any:
         if args.client_command == "classify":
             return dataclasses.asdict(
                 client.classify(
-                    args.model, args.texts, top_k=args.top_k, truncation=args.truncation
+                    args.model,
+                    args.texts,
+                    top_k=args.top_k,
+                    truncation=args.truncation,
+                    pairs=args.pairs or (),
                 )
             )
         if args.client_command == "embed":
@@ -88,6 +92,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     classify.add_argument("--model", required=True, help="logical model name")
     classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
     classify.add_argument("--truncation", choices=sorted(TRUNCATIONS), default="end")
+    classify.add_argument(
+        "--pair",
+        dest="pairs",
+        action="append",
+        metavar="TEXT",
+        help="second text of the next input, for sentence-pair models (repeat per input)",
+    )
     classify.add_argument("texts", nargs="+", metavar="TEXT")
 
     embed = commands.add_parser("embed", help="embed texts")

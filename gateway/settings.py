@@ -34,7 +34,9 @@ def _env(name: str) -> Any:
 class Settings(BaseSettings):
     """Values taken from the environment; ``None`` means "not set"."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_ignore_empty=True, populate_by_name=True
+    )
 
     triton_url: str | None = _env("LMFORGE_TRITON_URL")
     host: str | None = _env("LMFORGE_GATEWAY_HOST")

@@ -65,12 +65,13 @@ class GatewayProcess:
 
 
 def gateway_config(
-    triton_url: str, models: Sequence[Mapping[str, Any]], port: int, metrics_port: int
+    triton_url: str, models: Sequence[Mapping[str, Any]], **limits: int
 ) -> dict[str, Any]:
-    """A minimal gateway config on localhost with quick health polling."""
+    """A gateway config on localhost with quick health polling (ports are set at start)."""
     return {
-        "server": {"host": LOCALHOST, "port": port, "metrics_port": metrics_port},
+        "server": {"host": LOCALHOST},
         "triton": {"url": triton_url, "connect_timeout_s": 1.0, "health_poll_interval_s": 0.2},
+        "limits": dict(limits),
         "models": [dict(m) for m in models],
     }
 

@@ -108,7 +108,7 @@ def test_serve_answers_unavailable_without_triton_and_stops_on_sigterm(tmp_path:
         "models:\n  - {name: minilm, task: embed, triton_model: minilm}\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        [sys.executable, "-m", "lmforge", "serve", "--config", str(path)],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -16,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from trainer.repository.builder import MANIFEST, build_repository  # noqa: E402
 from trainer.errors import ExportParityError, RepositoryError, SpecError  # noqa: E402
+from trainer.repository.builder import MANIFEST, build_repository  # noqa: E402
 from trainer.repository.export import export_onnx, load_for_export  # noqa: E402
 from trainer.repository.parity import check_export_parity  # noqa: E402
 from trainer.repository.spec import RepositorySpec, parse_spec  # noqa: E402

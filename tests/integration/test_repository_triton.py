@@ -1,12 +1,12 @@
 """The demo repository served by the bundled tritonserver, checked against in-process PyTorch.
 
-One repository build and one server per module. The first run fine-tunes the ``sentiment``
-demo model (a few minutes, cached under ``$LMFORGE_CACHE``); later runs reuse it.
+One repository build and one server per module. The first run trains the ``sentiment`` demo
+model with the DeepSpeed trainer (a few minutes, cached under ``$LMFORGE_CACHE``); later runs
+reuse it.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import textwrap
 from collections.abc import Iterator
@@ -19,18 +19,15 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+import torch
+import transformers
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-from trainer.repository.demo import (  # noqa: E402
-    DemoBuild,
-    datasets_root,
-    minilm_checkpoint,
-)
-from triton_models.runtime import contract  # noqa: E402
-from triton_models.launcher import TritonServer, TritonStartError  # noqa: E402
+from trainer.datasets import dataset_file, read_records
+from trainer.repository.demo import DemoBuild, minilm_checkpoint
+from triton_models.launcher import TritonServer, TritonStartError
+from triton_models.runtime import contract
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +53,9 @@ def _infer(
 
 
 def _sst2_dev(limit: int) -> list[tuple[str, int]]:
-    with (datasets_root() / "sst2" / "dev.tsv").open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader)
-        return [(row[0], int(row[1])) for _, row in zip(range(limit), reader, strict=False)]
+    records = read_records(dataset_file("sst2", "dev"))
+    rows = [(str(r["sentence"]), int(r["label"])) for _, r in records if isinstance(r, dict)]
+    return rows[:limit]
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +132,7 @@ def test_launcher_raises_typed_error_with_log_tail_when_a_model_fails_to_load(
 
 # -- the demo repository ------------------------------------------------------------------------
 def test_demo_build_passed_parity_for_both_models(demo: DemoBuild) -> None:
-    assert demo.sentiment_metrics["dev_accuracy"] >= 0.85
+    assert demo.sentiment_accuracy >= 0.85
     by_name = {m.name: m for m in demo.report.models}
     assert set(by_name) == {"minilm", "sentiment"}
     assert by_name["minilm"].parity.min_cosine >= 0.9999

@@ -6,7 +6,6 @@ was built from. The last test stops Triton, so this module keeps its own server.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ import numpy as np
 import pytest
 
 from gateway.client import LmforgeClient, LmforgeError
-from tests.integration.conftest import GatewayProcess, start_gateway
+from lmforge.processes import GatewayProcess, gateway_config, start_gateway
+from trainer.datasets import dataset_file, read_column
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +38,7 @@ MAX_CHARS = 2000
 
 
 def _sst2_dev(limit: int) -> list[str]:
-    from trainer.repository.demo import datasets_root
-
-    with (datasets_root() / "sst2" / "dev.tsv").open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    return [row["sentence"] for row in rows[:limit]]
+    return read_column(dataset_file("sst2", "dev"), "sentence", limit)
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +52,13 @@ def triton(demo_repository: Path) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def gateway(triton: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("gateway")
-    process = start_gateway(
-        workdir,
+    config = gateway_config(
         triton.grpc_url,  # type: ignore[attr-defined]
         MODELS,
         max_inputs_per_request=MAX_INPUTS,
         max_chars_per_input=MAX_CHARS,
     )
+    process = start_gateway(workdir, config)
     yield process
     process.stop()
 
@@ -70,10 +66,7 @@ def gateway(triton: object, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="module")
 def client(gateway: GatewayProcess) -> Iterator[LmforgeClient]:
     with LmforgeClient(gateway.target, timeout=60) as c:
-        deadline = time.monotonic() + 60
-        while c.health() != "SERVING":
-            assert time.monotonic() < deadline, "gateway never became SERVING"
-            time.sleep(0.2)
+        c.wait_until_serving(60)
         yield c
 
 
@@ -98,17 +91,9 @@ def _torch_probabilities(texts: list[str]) -> tuple[np.ndarray, list[str]]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from trainer.repository.demo import (
-        cache_root,
-        datasets_root,
-        minilm_checkpoint,
-        sentiment_checkpoint,
-        sentiment_recipe,
-    )
+    from trainer.repository.demo import sentiment_checkpoint
 
-    folder = sentiment_checkpoint(
-        sentiment_recipe(minilm_checkpoint(), datasets_root()), 0.0, cache_root()
-    )
+    folder = sentiment_checkpoint(0.0)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")

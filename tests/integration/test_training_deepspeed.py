@@ -93,7 +93,7 @@ def env() -> dict[str, str]:
 
 
 def lmforge(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gateway.cli", *args]
+    return [sys.executable, "-m", "lmforge", *args]
 
 
 def run_train(
@@ -139,7 +139,7 @@ def test_zero2_two_rank_cpu_run_finishes_quickly_and_loss_falls(
     last = sum(losses[s] for s in range(91, 101)) / 10
     assert last < 0.7 * first, (first, last)
     summary = json.loads((run_dir / "model" / "metrics.json").read_text())
-    assert summary["final"]["sentiment"]["accuracy"] > 0.8
+    assert summary["eval"]["sentiment"]["accuracy"] > 0.8
 
 
 def test_classification_export_loads_with_auto_model_for_sequence_classification(
@@ -265,7 +265,7 @@ def check_multitask_outputs(run_dir: Path) -> None:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     drawn = {name for r in records if "task_loss" in r for name in r["task_loss"]}
     assert drawn == {"sentiment", "similarity", "retrieval", "mlm"}
-    final = json.loads((run_dir / "model" / "metrics.json").read_text())["final"]
+    final = json.loads((run_dir / "model" / "metrics.json").read_text())["eval"]
     assert set(final["sentiment"]) >= {"accuracy", "macro_f1", "recall/negative", "recall/positive"}
     assert set(final["similarity"]) >= {"pearson", "spearman"}
     assert set(final["retrieval"]) >= {"spearman", "recall_at_1_in_batch"}
@@ -279,10 +279,30 @@ def check_multitask_outputs(run_dir: Path) -> None:
     AutoModel.from_pretrained(str(run_dir / "model"))
 
 
-def test_multitask_run_trains_every_head_and_exports_each_task(tmp_path: Path) -> None:
-    path = write_config(tmp_path, multitask_config(tmp_path, zero_stage=2, steps=16), "multi.yaml")
-    run_train(path)
-    run_dir = tmp_path / "multi"
+@pytest.fixture(scope="module")
+def multitask_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("multitask")
+    run_train(write_config(tmp, multitask_config(tmp, zero_stage=2, steps=16), "multi.yaml"))
+    return tmp / "multi"
+
+
+def test_export_metrics_are_those_of_the_weights_it_holds(multitask_run: Path) -> None:
+    summary = json.loads((multitask_run / "model" / "metrics.json").read_text())
+    best = summary["best"]
+    assert best is not None and best["metric"] == "sentiment/macro_f1"
+    for task in ("sentiment", "similarity"):
+        exported = json.loads((multitask_run / "exports" / task / "metrics.json").read_text())
+        assert exported["source"] == "best"
+        assert exported["step"] == best["step"]
+        assert exported["eval"] == best["eval"]
+    bundle = json.loads((multitask_run / "best" / "metrics.json").read_text())
+    assert bundle["step"] == best["step"]
+
+
+def test_multitask_run_trains_every_head_and_exports_each_task(
+    multitask_run: Path, tmp_path: Path
+) -> None:
+    run_dir = multitask_run
     check_multitask_outputs(run_dir)
     out = tmp_path / "exported_sentiment"
     result = subprocess.run(
@@ -330,14 +350,92 @@ def test_zero3_gpt2_causal_lm_run(tmp_path: Path) -> None:
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "gpt" / "exports" / "lm"))
 
 
+def test_a_rank_0_failure_after_training_stops_every_rank(tmp_path: Path) -> None:
+    config = tiny_run_config(tmp_path, "fails", training={"max_steps": 4, "log_every": 1})
+    exports = tmp_path / "fails" / "exports"
+    exports.mkdir(parents=True)
+    (exports / "sentiment").write_text("a file where the export folder must go")
+    started = time.monotonic()
+    result = subprocess.run(
+        lmforge("train", str(write_config(tmp_path, config, "fails.yaml")), "--num-ranks", "2"),
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode != 0
+    assert "exporting the tasks failed on rank 0" in result.stdout + result.stderr
+    assert time.monotonic() - started < 240
+
+
 def test_repository_builder_loads_the_classification_export(
     uninterrupted: tuple[Path, float],
 ) -> None:
-    repo_export = pytest.importorskip("trainer.repository.export")
-    spec_module = pytest.importorskip("trainer.repository.spec")
+    from trainer.repository.export import load_for_export
+    from trainer.repository.spec import ModelSpec
+
     folder = uninterrupted[0] / "exports" / "sentiment"
-    spec = spec_module.ModelSpec(
+    spec = ModelSpec(
         name="sentiment", task="classify", checkpoint=folder, max_length=64, buckets=(16, 32, 64)
     )
-    loaded = repo_export.load_for_export(spec)
+    loaded = load_for_export(spec)
     assert tuple(loaded.labels) == ("negative", "positive")
+    assert loaded.signature.problem_type == "single_label_classification"
+    assert not loaded.signature.text_pairs
+
+
+def test_regression_pair_export_is_served_with_its_real_scores(
+    multitask_run: Path, tmp_path: Path
+) -> None:
+    """A trained sentence-pair regression head (STS-B style) goes through the repository
+    builder unedited and is served through Triton and the gateway: the scores a client gets
+    are the exported model's own in-process predictions, not a softmax over one logit."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from gateway.client import LmforgeClient
+    from lmforge.processes import gateway_config, start_gateway
+    from trainer.repository.builder import build_repository
+    from trainer.repository.spec import parse_spec
+    from triton_models.launcher import TritonServer
+
+    folder = multitask_run / "exports" / "similarity"
+    spec = parse_spec(
+        {
+            "models": [
+                {
+                    "name": "similarity",
+                    "task": "classify",
+                    "checkpoint": str(folder),
+                    "max_length": 64,
+                    "buckets": [16, 32],
+                }
+            ]
+        }
+    )
+    report = build_repository(spec, tmp_path / "repo")
+    assert report.models[0].problem_type == "regression" and report.models[0].text_pairs
+    firsts = ["the movie was good", "a plot film story", "happy very quite"]
+    seconds = ["the movie was bad", "a plot film story", "sad dull awful"]
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        batch = tokenizer(firsts, seconds, padding=True, return_tensors="pt")
+        expected = model(**batch).logits.squeeze(-1).numpy()
+    with TritonServer(tmp_path / "repo") as triton:
+        models = [{"name": "similarity", "task": "classify", "triton_model": "similarity"}]
+        with (
+            start_gateway(
+                tmp_path / "gw", gateway_config(triton.grpc_url, models), wait_serving=True
+            ) as gateway,
+            LmforgeClient(gateway.target) as client,
+        ):
+            reply = client.classify("similarity", firsts, pairs=seconds)
+            described = {m.name: m for m in client.list_models()}["similarity"]
+    served = np.array([r.labels[0].score for r in reply.results])
+    assert [r.labels[0].label for r in reply.results] == ["score"] * 3
+    assert np.abs(served - expected).max() < 1e-4, (served, expected)
+    assert np.ptp(served) > 0  # a softmax over one logit would be 1.0 everywhere
+    assert described.regression and described.text_pairs

@@ -18,6 +18,7 @@ from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from gateway.triton_backend import TritonBackend
+from triton_models.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +28,9 @@ SENTIMENT = {"name": "tiny-sentiment", "task": "classify", "triton_model": "tiny
 MISSING = {"name": "missing", "task": "embed", "triton_model": "no_such_model"}
 
 
-def start_triton() -> Any:
-    launcher = pytest.importorskip("triton_models.launcher")
-    server = launcher.TritonServer(REPO)
-    try:
-        server.start()
-    except launcher.TritonNotInstalledError as exc:
-        pytest.skip(f"tritonserver is not installed: {exc}")
+def start_triton() -> TritonServer:
+    server = TritonServer(REPO)
+    server.start()
     try:
         server.wait_ready(timeout=120)
     except BaseException:
@@ -110,11 +107,25 @@ async def test_classify_returns_contract_labels_sorted(gw: Gateway) -> None:
     assert [s.label for s in full.results[0].labels] == ["positive", "negative"]
 
 
-async def test_input_too_long_becomes_invalid_argument_naming_each_input(gw: Gateway) -> None:
+def _requests_seen(triton: TritonServer, model: str) -> int:
+    """Requests Triton executed for ``model``, successful or failed."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        stats = client.get_inference_statistics(model).model_stats[0].inference_stats
+    return int(stats.success.count) + int(stats.fail.count)
+
+
+async def test_input_too_long_becomes_invalid_argument_naming_each_input(
+    gw: Gateway, triton: TritonServer
+) -> None:
     long_a, long_b = "w " * 9, "v " * 12  # 11 and 14 tokens > 8
     texts = ["short", long_a, "ok", "fine", long_b]  # chunks [0..3], [4]
+    before = _requests_seen(triton, "tiny_classify")
     with pytest.raises(LmforgeError) as info:
         await gw.client.classify("tiny-sentiment", texts, truncation="none")
+    # one Triton request per chunk: the model's error names the row, nothing is re-sent
+    assert _requests_seen(triton, "tiny_classify") - before == 2
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in info.value.violations] == ["inputs[1]", "inputs[4]"]
     assert "INPUT_TOO_LONG" in info.value.violations[0].description
@@ -138,10 +149,7 @@ async def test_stopping_triton_fails_calls_fast_and_turns_health_not_serving() -
         config = config_for(triton.grpc_url, EMBED, SENTIMENT)
         async with GatewayServer(config) as server:
             client = AsyncLmforgeClient(server.address, timeout=10)
-            deadline = time.monotonic() + 5
-            while await client.health() != "SERVING":
-                assert time.monotonic() < deadline, "gateway never became SERVING"
-                await asyncio.sleep(0.1)
+            await client.wait_until_serving(5)
             await client.embed("tiny-embed", ["warm"])
 
             await asyncio.to_thread(triton.stop)

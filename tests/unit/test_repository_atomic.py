@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.repository.builder import MANIFEST, check_destination, replace_directory
 from trainer.errors import RepositoryError
+from trainer.repository.builder import MANIFEST, check_destination, replace_directory
 
 
 def _folder(path: Path, marker: str) -> Path:
@@ -52,8 +52,8 @@ def test_tensorrt_target_without_tensorrt_fails_fast_and_leaves_nothing(tmp_path
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here; this checks the error on machines without it")
-    from trainer.repository.builder import build_repository
     from trainer.errors import TensorRTUnavailableError
+    from trainer.repository.builder import build_repository
     from trainer.repository.spec import parse_spec
 
     spec = parse_spec(

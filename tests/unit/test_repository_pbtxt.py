@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from trainer.repository import pbtxt
 from trainer.errors import ModelConfigError
+from trainer.repository import pbtxt
 from trainer.repository.pbtxt import EncoderSignature
 from trainer.repository.spec import ModelSpec, parse_spec
 from triton_models.runtime import contract

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from gateway.breaker import CircuitBreaker
 from gateway.config import ConfigError, ModelConfig
 from gateway.errors import InvalidInput, ModelNotFound
 from gateway.routing import (
     PIN_METADATA_KEY,
-    CircuitBreaker,
     Deployment,
     Router,
     RoutingTable,

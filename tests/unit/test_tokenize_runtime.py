@@ -106,7 +106,7 @@ def test_text_encoder_names_the_too_long_pair_row() -> None:
     with pytest.raises(InputTooLongError) as info:
         encoder(["short", "short"], [False, False], ["fine", "word " * 20])
     assert info.value.row == 1
-    assert info.value.num_tokens == 24  # [CLS] short [SEP] word×20 [SEP]
+    assert info.value.num_tokens == 24  # [CLS] short [SEP] 20 words [SEP]
 
 
 @needs_minilm

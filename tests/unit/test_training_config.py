@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from trainer.training.config import load_config, parse_config
 from trainer.errors import ConfigError
+from trainer.training.config import load_config, parse_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "configs"
 

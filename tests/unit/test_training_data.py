@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from trainer.errors import DataError
 from trainer.training.config import DataSource, TaskConfig
 from trainer.training.data import load_examples
-from trainer.errors import DataError
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not present")

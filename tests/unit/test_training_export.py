@@ -14,8 +14,8 @@ from transformers import (
     AutoTokenizer,
 )
 
-from trainer.training.config import ArchitectureConfig, ModelConfig
 from trainer.errors import CheckpointError, ExportParityError
+from trainer.training.config import ArchitectureConfig, ModelConfig
 from trainer.training.export import export_task, load_bundle, save_bundle
 from trainer.training.modeling import (
     HeadSpec,

@@ -9,12 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from trainer.errors import TrainerError
+from trainer.settings import settings
 from trainer.training.config import load_config
 
 logger = logging.getLogger(__name__)
-
-
-THREADS_ENV = "LMFORGE_CPU_THREADS"
 
 
 def _threads_per_rank(world_size: int) -> int:
@@ -22,8 +20,10 @@ def _threads_per_rank(world_size: int) -> int:
 
     On a CPU shared with other work, 1 avoids OpenMP threads spinning against each other.
     """
-    if os.environ.get(THREADS_ENV):
-        return max(1, int(os.environ[THREADS_ENV]))
+    configured = settings().cpu_threads
+    if configured is not None:
+        return configured
+    # set by DeepSpeed's launcher for its ranks, not by users
     local = int(os.environ.get("LOCAL_SIZE") or os.environ.get("LOCAL_WORLD_SIZE") or world_size)
     return max(1, (os.cpu_count() or 1) // max(1, local))
 
