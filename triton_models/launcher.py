@@ -223,7 +223,7 @@ class TritonServer:
     def _pump_output(self, stream: IO[bytes] | None, sink: IO[bytes]) -> None:
         if stream is None:
             return
-        with sink:
+        with sink, stream:
             for raw in iter(stream.readline, b""):
                 sink.write(raw)
                 sink.flush()

@@ -120,7 +120,8 @@ def test_serve_answers_unavailable_without_triton_and_stops_on_sigterm(tmp_path:
         for line in stderr:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 30
         address = None
@@ -141,3 +142,5 @@ def test_serve_answers_unavailable_without_triton_and_stops_on_sigterm(tmp_path:
         if process.poll() is None:
             process.kill()
             process.wait()
+        reader.join(timeout=10)
+        stderr.close()

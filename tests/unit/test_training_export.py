@@ -57,7 +57,9 @@ BERT_SPECS = [
 def test_bundle_round_trip_keeps_every_head(tmp_path: Path, tokenizer: object) -> None:
     model = tiny("bert", BERT_SPECS, tokenizer)
     save_bundle(tmp_path / "model", model, model.state_dict(), tokenizer, {"metrics.json": "{}"})
-    assert AutoModel.from_pretrained(str(tmp_path / "model")) is not None
+    encoder = AutoModel.from_pretrained(str(tmp_path / "model"))
+    for key, value in model.encoder.state_dict().items():
+        torch.testing.assert_close(encoder.state_dict()[key], value)
     loaded, _ = load_bundle(tmp_path / "model")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
@@ -83,12 +85,25 @@ def test_classification_export_is_a_standard_sequence_classification_folder(
         ("mlm", AutoModelForMaskedLM),
     ],
 )
-def test_each_encoder_head_exports_to_its_auto_class(
+def test_each_encoder_head_exports_to_its_auto_class_with_the_same_outputs(
     tmp_path: Path, tokenizer: object, task: str, auto: type
 ) -> None:
-    model = tiny("bert", BERT_SPECS, tokenizer)
+    model = tiny("bert", BERT_SPECS, tokenizer).eval()
     export_task(model, tokenizer, task, tmp_path / task)
-    assert auto.from_pretrained(str(tmp_path / task)) is not None
+    exported = auto.from_pretrained(str(tmp_path / task)).eval()
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 1037, 2204, 3185, 999, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = model(task=task, input_ids=ids, attention_mask=mask).output
+        out = exported(input_ids=ids, attention_mask=mask)
+    if task == "embed":
+        theirs = out.last_hidden_state.mean(dim=1)  # unpadded rows: mean pooling
+    elif task == "sts":
+        theirs = out.logits.squeeze(-1)
+        assert exported.config.num_labels == 1
+    else:
+        theirs = out.logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
 
 
 def test_causal_lm_head_exports_to_auto_model_for_causal_lm(
@@ -104,10 +119,24 @@ def test_causal_lm_head_exports_to_auto_model_for_causal_lm(
     )
 
 
-def test_export_fails_loudly_when_parity_is_not_met(tmp_path: Path, tokenizer: object) -> None:
+def test_export_fails_loudly_when_the_exported_weights_drift(
+    tmp_path: Path, tokenizer: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainer.training.export as export_module
+
+    mapped = export_module._task_model
+
+    def drifted(model: object, spec: object) -> object:
+        target = mapped(model, spec)  # type: ignore[arg-type]
+        with torch.no_grad():
+            target.classifier.weight.add_(0.5)  # a mapping bug: the head is not what was trained
+        return target
+
+    monkeypatch.setattr(export_module, "_task_model", drifted)
     model = tiny("bert", BERT_SPECS, tokenizer)
-    with pytest.raises(ExportParityError, match="task 'topic'"):
-        export_task(model, tokenizer, "topic", tmp_path / "topic", atol=-1.0)
+    with pytest.raises(ExportParityError, match="task 'topic'") as info:
+        export_task(model, tokenizer, "topic", tmp_path / "topic")
+    assert info.value.max_abs_diff > info.value.atol == 1e-4
     assert not (tmp_path / "topic").exists()
 
 
