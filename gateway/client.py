@@ -127,19 +127,20 @@ class LmforgeClient:
             raise LmforgeError.from_rpc_error(exc) from None
         return _HEALTH_NAMES[int(response.status)]
 
-    def wait_until_serving(self, timeout: float = 120.0, interval: float = 0.2) -> None:
-        """Block until the gateway's health is ``SERVING``; ``TimeoutError`` after ``timeout``.
-
-        An unreachable gateway (port not open yet) counts as not serving.
-        """
+    def wait_for_health(
+        self, status: str = "SERVING", timeout: float = 120.0, interval: float = 0.1
+    ) -> None:
+        """Block until the gateway's overall health is ``status``; ``TimeoutError`` after
+        ``timeout`` seconds. An unreachable gateway (port not open yet) counts as
+        ``UNREACHABLE``."""
         deadline = time.monotonic() + timeout
-        status = "UNREACHABLE"
+        current = "UNREACHABLE"
         while time.monotonic() < deadline:
-            status = _poll_health(lambda: self.health(timeout=min(interval * 5, 2.0)))
-            if status == "SERVING":
+            current = _poll_health(lambda: self.health(timeout=min(interval * 5, 2.0)))
+            if current == status:
                 return
             time.sleep(interval)
-        raise TimeoutError(f"gateway {self.target} is {status} after {timeout:.0f} s")
+        raise TimeoutError(f"gateway {self.target} is {current}, not {status}, after {timeout} s")
 
     def close(self) -> None:
         self._channel.close()
@@ -246,19 +247,22 @@ class AsyncLmforgeClient:
             raise LmforgeError.from_rpc_error(exc) from None
         return _HEALTH_NAMES[int(response.status)]
 
-    async def wait_until_serving(self, timeout: float = 120.0, interval: float = 0.2) -> None:
-        """Wait until the gateway's health is ``SERVING``; ``TimeoutError`` after ``timeout``."""
+    async def wait_for_health(
+        self, status: str = "SERVING", timeout: float = 120.0, interval: float = 0.05
+    ) -> None:
+        """Wait until the gateway's overall health is ``status``; ``TimeoutError`` after
+        ``timeout`` seconds (see :meth:`LmforgeClient.wait_for_health`)."""
         deadline = time.monotonic() + timeout
-        status = "UNREACHABLE"
+        current = "UNREACHABLE"
         while time.monotonic() < deadline:
             try:
-                status = await self.health(timeout=min(interval * 5, 2.0))
+                current = await self.health(timeout=min(interval * 5, 2.0))
             except LmforgeError as exc:
-                status = _unreachable(exc)
-            if status == "SERVING":
+                current = _unreachable(exc)
+            if current == status:
                 return
             await asyncio.sleep(interval)
-        raise TimeoutError(f"gateway {self.target} is {status} after {timeout:.0f} s")
+        raise TimeoutError(f"gateway {self.target} is {current}, not {status}, after {timeout} s")
 
     async def close(self) -> None:
         await self._channel.close()

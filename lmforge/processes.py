@@ -116,7 +116,7 @@ def start_gateway(
         _wait_for_port(gateway, timeout)
         if wait_serving:
             with LmforgeClient(gateway.target) as client:
-                client.wait_until_serving(timeout)
+                client.wait_for_health("SERVING", timeout)
     except BaseException:
         gateway.stop()
         raise

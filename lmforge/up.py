@@ -64,7 +64,7 @@ def _cli_path() -> str:
 
 async def _show_calls(target: str) -> None:
     async with AsyncLmforgeClient(target) as client:
-        await client.wait_until_serving(timeout=120.0)
+        await client.wait_for_health("SERVING", timeout=120.0)
         sentiment = await client.classify(
             "sentiment", ["a gorgeous, witty, seductive movie.", "the plot is dull and slow."]
         )

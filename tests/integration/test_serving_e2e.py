@@ -66,7 +66,7 @@ def gateway(triton: object, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="module")
 def client(gateway: GatewayProcess) -> Iterator[LmforgeClient]:
     with LmforgeClient(gateway.target, timeout=60) as c:
-        c.wait_until_serving(60)
+        c.wait_for_health("SERVING", 60)
         yield c
 
 
@@ -220,7 +220,4 @@ def test_stopping_triton_fails_fast_with_unavailable_and_not_serving(
     elapsed = time.monotonic() - started
     assert info.value.code is grpc.StatusCode.UNAVAILABLE
     assert elapsed < 2.0, elapsed
-    deadline = time.monotonic() + 5
-    while client.health() != "NOT_SERVING":
-        assert time.monotonic() < deadline, "health did not turn NOT_SERVING"
-        time.sleep(0.1)
+    client.wait_for_health("NOT_SERVING", timeout=5)

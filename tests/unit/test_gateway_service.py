@@ -68,13 +68,6 @@ async def expect_error(call: Awaitable[object]) -> LmforgeError:
     return info.value
 
 
-async def wait_for_health(client: AsyncLmforgeClient, status: str, within: float = 2.0) -> None:
-    deadline = time.monotonic() + within
-    while (current := await client.health()) != status:
-        assert time.monotonic() < deadline, f"health stayed {current}, expected {status}"
-        await asyncio.sleep(0.02)
-
-
 # -- Classify --------------------------------------------------------------------------------
 async def test_classify_returns_all_labels_sorted_by_descending_score(gw: Gateway) -> None:
     reply = await gw.client.classify("sentiment", ["a positive day", "so negative"])
@@ -263,15 +256,15 @@ async def test_list_models_describes_each_logical_model(gw: Gateway) -> None:
 async def test_health_goes_not_serving_when_backend_not_ready(gw: Gateway) -> None:
     gw.backend.models = {k: v for k, v in gw.backend.models.items()}
     gw.backend.models["not_in_backend"] = gw.backend.models["minilm"]  # all models present
-    await wait_for_health(gw.client, "SERVING")
+    await gw.client.wait_for_health("SERVING", 2.0)
     assert await gw.client.health("lmforge.v1.InferenceService") == "SERVING"
     gw.backend.server_ready = False
-    await wait_for_health(gw.client, "NOT_SERVING")
+    await gw.client.wait_for_health("NOT_SERVING", 2.0)
     assert await gw.client.health("lmforge.v1.InferenceService") == "NOT_SERVING"
     gw.backend.server_ready = True
-    await wait_for_health(gw.client, "SERVING")
+    await gw.client.wait_for_health("SERVING", 2.0)
     gw.backend.not_ready_models.add("sentiment")
-    await wait_for_health(gw.client, "NOT_SERVING")
+    await gw.client.wait_for_health("NOT_SERVING", 2.0)
 
 
 async def test_health_turns_not_serving_when_a_configured_model_goes_missing(
@@ -279,9 +272,9 @@ async def test_health_turns_not_serving_when_a_configured_model_goes_missing(
 ) -> None:
     models = dict(gw.backend.models)
     gw.backend.models = {**models, "not_in_backend": models["minilm"]}
-    await wait_for_health(gw.client, "SERVING")  # the poll loop runs: it saw "ghost" appear
+    await gw.client.wait_for_health("SERVING", 2.0)  # the poll loop runs: it saw "ghost" appear
     gw.backend.models = models  # "ghost" is gone from the backend again
-    await wait_for_health(gw.client, "NOT_SERVING")
+    await gw.client.wait_for_health("NOT_SERVING", 2.0)
 
 
 async def test_reflection_lists_inference_and_health_services(gw: Gateway) -> None:
