@@ -1,20 +1,24 @@
 """The seam between request handling and an inference engine.
 
 Handlers depend on :class:`Backend` only; the Triton adapter implements it and unit tests
-use :class:`gateway.fake_backend.FakeBackend`. Results are plain dataclasses holding numpy
-arrays, one row per input, in request order.
+use :class:`gateway.fake_backend.FakeBackend`. Inputs arrive as :class:`TextRows` (the engine
+tokenizes) or :class:`TokenRows` (the gateway tokenized with the model's own tokenizer, see
+:meth:`Backend.tokenizer`); results are plain dataclasses holding numpy arrays, one row per
+input, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.config import ModelConfig, Task
+from gateway.routing_config import Task
+from triton_models.runtime.text import TokenBatch
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -32,9 +36,41 @@ class ModelTarget:
     def version_str(self) -> str:
         return "" if self.version is None else str(self.version)
 
-    @classmethod
-    def from_config(cls, model: ModelConfig) -> ModelTarget:
-        return cls(model.name, model.task, model.triton_model, model.version)
+
+@dataclass(frozen=True)
+class TextRows:
+    """Texts for the engine to tokenize; ``truncate[i]`` says whether row i may be cut."""
+
+    texts: tuple[str, ...]
+    truncate: tuple[bool, ...]
+    pairs: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True)
+class TokenRows:
+    """Rows the gateway tokenized itself, padded to one length bucket."""
+
+    batch: TokenBatch
+
+    def __len__(self) -> int:
+        return int(self.batch.input_ids.shape[0])
+
+
+Rows = TextRows | TokenRows
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How a model tokenizes, for a gateway that tokenizes on the engine's behalf: the exact
+    ``tokenizer.json`` the engine uses (checked by its SHA-256) and the same rules."""
+
+    tokenizer_file: Path
+    max_length: int
+    buckets: tuple[int, ...]
+    emit_token_type_ids: bool
 
 
 @dataclass(frozen=True)
@@ -88,23 +124,16 @@ class Backend(Protocol):
     """An inference engine. ``timeout`` is the time left for the call, in seconds."""
 
     async def classify(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        *,
-        truncate: bool,
-        timeout: float | None = None,
-        pairs: Sequence[str] | None = None,
+        self, target: ModelTarget, rows: Rows, *, timeout: float | None = None
     ) -> ClassifyResult: ...
 
     async def embed(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        *,
-        truncate: bool,
-        timeout: float | None = None,
+        self, target: ModelTarget, rows: Rows, *, timeout: float | None = None
     ) -> EmbedResult: ...
+
+    async def tokenizer(self, target: ModelTarget) -> TokenizerSpec | None:
+        """How to tokenize for ``target`` in the gateway, or None when the engine must."""
+        ...
 
     def generate(
         self,

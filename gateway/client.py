@@ -28,6 +28,7 @@ from gateway.client_types import (
     embed_reply,
     embed_request,
     model_descriptions,
+    routing_metadata,
 )
 
 __all__ = ["AsyncLmforgeClient", "LmforgeClient", "LmforgeError"]
@@ -73,10 +74,15 @@ class LmforgeClient:
         truncation: str | int = "end",
         timeout: float | None = None,
         pairs: Sequence[str] = (),
+        routing_key: str | None = None,
+        deployment: str | None = None,
     ) -> ClassifyReply:
         request = classify_request(model, inputs, top_k, truncation, pairs)
+        metadata = routing_metadata(routing_key, deployment)
         try:
-            return classify_reply(self._stub.Classify(request, timeout=self._deadline(timeout)))
+            return classify_reply(
+                self._stub.Classify(request, timeout=self._deadline(timeout), metadata=metadata)
+            )
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
 
@@ -89,10 +95,15 @@ class LmforgeClient:
         dimensions: int | None = None,
         truncation: str | int = "end",
         timeout: float | None = None,
+        routing_key: str | None = None,
+        deployment: str | None = None,
     ) -> EmbedReply:
         request = embed_request(model, inputs, normalize, dimensions, truncation)
+        metadata = routing_metadata(routing_key, deployment)
         try:
-            return embed_reply(self._stub.Embed(request, timeout=self._deadline(timeout)))
+            return embed_reply(
+                self._stub.Embed(request, timeout=self._deadline(timeout), metadata=metadata)
+            )
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
 
@@ -179,10 +190,15 @@ class AsyncLmforgeClient:
         truncation: str | int = "end",
         timeout: float | None = None,
         pairs: Sequence[str] = (),
+        routing_key: str | None = None,
+        deployment: str | None = None,
     ) -> ClassifyReply:
         request = classify_request(model, inputs, top_k, truncation, pairs)
+        metadata = routing_metadata(routing_key, deployment)
         try:
-            response = await self._stub.Classify(request, timeout=self._deadline(timeout))
+            response = await self._stub.Classify(
+                request, timeout=self._deadline(timeout), metadata=metadata
+            )
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
         return classify_reply(response)
@@ -196,10 +212,15 @@ class AsyncLmforgeClient:
         dimensions: int | None = None,
         truncation: str | int = "end",
         timeout: float | None = None,
+        routing_key: str | None = None,
+        deployment: str | None = None,
     ) -> EmbedReply:
         request = embed_request(model, inputs, normalize, dimensions, truncation)
+        metadata = routing_metadata(routing_key, deployment)
         try:
-            response = await self._stub.Embed(request, timeout=self._deadline(timeout))
+            response = await self._stub.Embed(
+                request, timeout=self._deadline(timeout), metadata=metadata
+            )
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
         return embed_reply(response)

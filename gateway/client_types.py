@@ -15,6 +15,7 @@ from gateway._proto.lmforge.v1 import (
     models_pb2,
 )
 from gateway.errors import FieldViolation, field_violations
+from gateway.routing import PIN_METADATA_KEY, ROUTING_KEY_METADATA_KEY
 
 TRUNCATIONS = {
     "unspecified": common_pb2.TRUNCATION_UNSPECIFIED,
@@ -89,6 +90,7 @@ class LabelScore:
 class Classification:
     labels: tuple[LabelScore, ...]  # descending score
     input_tokens: int
+    served_by: ServedBy  # per input: a cascade may answer inputs with different models
 
     @property
     def top(self) -> LabelScore:
@@ -125,6 +127,22 @@ class ModelDescription:
     max_input_tokens: int
     regression: bool = False
     text_pairs: bool = False
+    routing: str = "single"
+    deployments: tuple[DeploymentDescription, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentDescription:
+    name: str
+    endpoint: str
+    triton_model: str
+    triton_model_version: str
+    ready: bool
+    breaker: str
+    split_weight: float
+    shadow: bool
+    queued_inputs: int
+    gateway_tokenizes: bool
 
 
 def truncation_value(truncation: str | int) -> common_pb2.Truncation.ValueType:
@@ -136,6 +154,19 @@ def truncation_value(truncation: str | int) -> common_pb2.Truncation.ValueType:
         raise ValueError(
             f"truncation must be one of {sorted(TRUNCATIONS)}, got {truncation!r}"
         ) from None
+
+
+def routing_metadata(
+    routing_key: str | None, deployment: str | None
+) -> tuple[tuple[str, str], ...] | None:
+    """gRPC metadata that keeps a caller on one split arm (``routing_key``) or pins a
+    deployment by name (``deployment``)."""
+    pairs = []
+    if routing_key is not None:
+        pairs.append((ROUTING_KEY_METADATA_KEY, routing_key))
+    if deployment is not None:
+        pairs.append((PIN_METADATA_KEY, deployment))
+    return tuple(pairs) or None
 
 
 def classify_request(
@@ -191,7 +222,11 @@ def _timing(msg: common_pb2.Timing) -> Timing:
 def classify_reply(msg: classify_pb2.ClassifyResponse) -> ClassifyReply:
     return ClassifyReply(
         results=tuple(
-            Classification(tuple(LabelScore(s.label, s.score) for s in r.labels), r.input_tokens)
+            Classification(
+                tuple(LabelScore(s.label, s.score) for s in r.labels),
+                r.input_tokens,
+                _served_by(r.served_by),
+            )
             for r in msg.results
         ),
         served_by=_served_by(msg.served_by),
@@ -224,6 +259,22 @@ def model_descriptions(msg: models_pb2.ListModelsResponse) -> list[ModelDescript
             max_input_tokens=m.max_input_tokens,
             regression=m.regression,
             text_pairs=m.text_pairs,
+            routing=m.routing,
+            deployments=tuple(
+                DeploymentDescription(
+                    d.name,
+                    d.endpoint,
+                    d.triton_model,
+                    d.triton_model_version,
+                    d.ready,
+                    d.breaker,
+                    d.split_weight,
+                    d.shadow,
+                    d.queued_inputs,
+                    d.gateway_tokenizes,
+                )
+                for d in m.deployments
+            ),
         )
         for m in msg.models
     ]

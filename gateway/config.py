@@ -3,28 +3,51 @@
 Example::
 
     server: {host: 127.0.0.1, port: 50051, metrics_port: 9464}
-    triton: {url: 127.0.0.1:8001, connect_timeout_s: 2, request_timeout_s: 30}
+    triton: {url: 127.0.0.1:8001, repository: /models}     # the endpoint named "default"
+    endpoints:                                              # more Triton servers, by name
+      gpu: {url: triton-gpu:8001}
     limits: {max_inputs_per_request: 64, max_chars_per_input: 8192}
+    batching: {max_batch_size: 32, max_batch_tokens: 8192, max_wait_ms: 2}
     models:
-      - {name: sentiment, task: classify, triton_model: sentiment}
-      - {name: minilm, task: embed, triton_model: minilm, version: 1}
+      - {name: minilm, task: embed, triton_model: minilm}
+      - name: sentiment
+        task: classify
+        deployments:
+          - {name: small, triton_model: sentiment_student}
+          - {name: large, triton_model: sentiment, endpoint: gpu}
+        cascade: {first: small, then: large, threshold: 0.9}
 
-Unknown keys are errors; :meth:`GatewayConfig.from_yaml` raises :class:`ConfigError` naming
-the file and the offending key path (``models.1.tsk``).
+``models`` entries are routes (:mod:`gateway.routing_config`). An endpoint's ``repository``
+is the model repository that Triton serves, when the gateway can read it (the same folder, a
+read-only volume): the gateway then tokenizes with each model's own ``tokenizer.json`` and
+calls ``<model>_encoder`` directly, one Triton hop instead of two. Unknown keys are errors;
+:meth:`GatewayConfig.from_yaml` raises :class:`ConfigError` naming the file and key path.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
+from gateway.batching import BatchingConfig
+from gateway.routing_config import DEFAULT_ENDPOINT, NAME_PATTERN, RouteConfig, Task
 from lmforge.strict import StrictModel, load_yaml_mapping, validate
 
-Task = Literal["embed", "classify", "generate"]
-_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "ConfigError",
+    "EndpointConfig",
+    "GatewayConfig",
+    "LimitsConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "Task",
+    "TritonConfig",
+]
 
 
 class ConfigError(ValueError):
@@ -42,9 +65,23 @@ class ServerConfig(StrictModel):
     max_concurrent_requests: int = Field(
         default=512, ge=1, description="beyond this, requests fail with RESOURCE_EXHAUSTED"
     )
+    reload_interval_s: float = Field(
+        default=2.0, ge=0, description="how often the config file is checked; 0: only SIGHUP"
+    )
 
 
-class TritonConfig(StrictModel):
+class EndpointConfig(StrictModel):
+    """One Triton server."""
+
+    url: str = Field(min_length=1, description="host:port (gRPC)")
+    repository: Path | None = Field(
+        default=None, description="the model repository it serves, if this gateway can read it"
+    )
+
+
+class TritonConfig(EndpointConfig):
+    """The ``default`` endpoint, and the timeouts of every endpoint."""
+
     url: str = Field(default="127.0.0.1:8001", min_length=1, description="host:port (gRPC)")
     connect_timeout_s: float = Field(
         default=2.0, gt=0, description="timeout of health and metadata calls"
@@ -63,21 +100,16 @@ class LimitsConfig(StrictModel):
     max_chars_per_input: int = Field(default=8192, ge=1)
 
 
-class ModelConfig(StrictModel):
-    name: str = Field(pattern=_NAME_PATTERN, description="logical name used in requests")
-    task: Task
-    triton_model: str = Field(pattern=_NAME_PATTERN)
-    version: int | None = Field(default=None, ge=1, description="null: Triton's choice")
-
-
 class GatewayConfig(StrictModel):
     server: ServerConfig = ServerConfig()
     triton: TritonConfig = TritonConfig()
+    endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
     limits: LimitsConfig = LimitsConfig()
-    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    batching: BatchingConfig = BatchingConfig()
+    models: tuple[RouteConfig, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _names_unique(self) -> GatewayConfig:
+    def _consistent(self) -> GatewayConfig:
         seen: dict[str, int] = {}
         for index, model in enumerate(self.models):
             if model.name in seen:
@@ -85,10 +117,39 @@ class GatewayConfig(StrictModel):
                     f"models.{index}.name {model.name!r} repeats models.{seen[model.name]}.name"
                 )
             seen[model.name] = index
+        for name in self.endpoints:
+            if name == DEFAULT_ENDPOINT:
+                raise ValueError(f"endpoints.{name}: the default endpoint is the 'triton' section")
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"endpoints.{name}: not a valid endpoint name")
+        known = self.endpoint_names
+        for index, model in enumerate(self.models):
+            for deployment in model.deployment_configs:
+                if deployment.endpoint not in known:
+                    raise ValueError(
+                        f"models.{index} ({model.name!r}): deployment {deployment.name!r} names "
+                        f"endpoint {deployment.endpoint!r}; endpoints are {sorted(known)}"
+                    )
+        if self.limits.max_inputs_per_request > self.batching.max_queued_inputs:
+            raise ValueError(
+                f"limits.max_inputs_per_request {self.limits.max_inputs_per_request} exceeds "
+                f"batching.max_queued_inputs {self.batching.max_queued_inputs}: a full request "
+                "could never be admitted"
+            )
         return self
 
-    def model(self, name: str) -> ModelConfig | None:
+    @property
+    def endpoint_names(self) -> frozenset[str]:
+        return frozenset({DEFAULT_ENDPOINT, *self.endpoints})
+
+    def endpoint(self, name: str) -> EndpointConfig:
+        return self.triton if name == DEFAULT_ENDPOINT else self.endpoints[name]
+
+    def model(self, name: str) -> RouteConfig | None:
         return next((m for m in self.models if m.name == name), None)
+
+    def batching_for(self, route: RouteConfig) -> BatchingConfig:
+        return route.batching if route.batching is not None else self.batching
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> GatewayConfig:
         """A copy with some ``section.key`` values replaced, validated again."""

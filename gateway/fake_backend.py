@@ -23,6 +23,10 @@ from gateway.backend import (
     GenerationParams,
     ModelMetadata,
     ModelTarget,
+    Rows,
+    TextRows,
+    TokenizerSpec,
+    TokenRows,
 )
 from gateway.errors import (
     BackendUnavailable,
@@ -51,10 +55,13 @@ def fake_embedding(text: str, dimension: int) -> FloatArray:
     return out
 
 
-def fake_probs(text: str, labels: Sequence[str]) -> FloatArray:
+def fake_probs(text: str, labels: Sequence[str], sharpness: float = 1.0) -> FloatArray:
+    """Softmax over seeded logits plus a bonus for each label named in the text; a larger
+    ``sharpness`` makes a more confident "model"."""
     logits = np.random.default_rng(_seed(text)).standard_normal(len(labels))
     words = {w.strip(".,!?").lower() for w in text.split()}
     logits += np.array([4.0 if label.lower() in words else 0.0 for label in labels])
+    logits *= sharpness
     exp = np.exp(logits - logits.max())
     out: FloatArray = (exp / exp.sum()).astype(np.float32)
     return out
@@ -69,9 +76,23 @@ def fake_score(text: str) -> float:
 class FakeCall:
     method: str
     target: ModelTarget
-    inputs: tuple[str, ...]
-    truncate: bool
+    inputs: tuple[str, ...]  # texts ("a | b" for pairs), or "ids:..." for token rows
+    truncate: tuple[bool, ...]
     timeout: float | None
+
+
+def _row_keys(rows: Rows) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """What identifies each row (the fake's "content"), and token counts for token rows."""
+    if isinstance(rows, TokenRows):
+        counts = tuple(int(n) for n in rows.batch.num_tokens.reshape(-1))
+        keys = tuple(
+            "ids:" + " ".join(str(int(t)) for t in row[:n])
+            for row, n in zip(rows.batch.input_ids, counts, strict=True)
+        )
+        return keys, counts
+    if rows.pairs is None:
+        return rows.texts, None
+    return tuple(f"{a} | {b}" for a, b in zip(rows.texts, rows.pairs, strict=True)), None
 
 
 @dataclass
@@ -92,16 +113,16 @@ class FakeBackend:
     fail_with: GatewayError | Exception | None = None
     calls: list[FakeCall] = field(default_factory=list)
     closed: bool = False
+    #: backend model name → how the gateway may tokenize for it (None: the fake tokenizes)
+    tokenizers: dict[str, TokenizerSpec] = field(default_factory=dict)
+    sharpness: float = 1.0  # scales classification logits: a more or less confident model
 
     async def _enter(
-        self,
-        method: str,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        truncate: bool,
-        timeout: float | None,
-    ) -> ModelMetadata:
-        self.calls.append(FakeCall(method, target, tuple(inputs), truncate, timeout))
+        self, method: str, target: ModelTarget, rows: Rows, timeout: float | None
+    ) -> tuple[ModelMetadata, tuple[str, ...], tuple[int, ...]]:
+        keys, counts = _row_keys(rows)
+        truncate = rows.truncate if isinstance(rows, TextRows) else (True,) * len(keys)
+        self.calls.append(FakeCall(method, target, keys, truncate, timeout))
         meta = await self.model_info(target)
         if not await self.ready(target):
             raise BackendUnavailable(f"model {target.backend_model!r} is not ready")
@@ -114,60 +135,47 @@ class FakeBackend:
             raise self.fail_with
         if meta.task != method:
             raise InvalidInput(f"model {target.backend_model!r} does not {method}")
-        return meta
+        if counts is None:
+            counts = self._tokens(keys, meta, truncate)
+        return meta, keys, counts
 
     def _tokens(
-        self, inputs: Sequence[str], meta: ModelMetadata, truncate: bool
+        self, inputs: Sequence[str], meta: ModelMetadata, truncate: Sequence[bool]
     ) -> tuple[int, ...]:
         counts = [fake_num_tokens(t) for t in inputs]
         limit = meta.max_length
         if limit is None:
             return tuple(counts)
-        if not truncate:
-            too_long = [
-                FieldViolation(f"inputs[{i}]", f"has {n} tokens; the model's maximum is {limit}")
-                for i, n in enumerate(counts)
-                if n > limit
-            ]
-            if too_long:
-                raise InvalidInput.from_violations(too_long)
+        too_long = [
+            FieldViolation(f"inputs[{i}]", f"has {n} tokens; the model's maximum is {limit}")
+            for i, (n, may_cut) in enumerate(zip(counts, truncate, strict=True))
+            if n > limit and not may_cut
+        ]
+        if too_long:
+            raise InvalidInput.from_violations(too_long)
         return tuple(min(n, limit) for n in counts)
 
     async def classify(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        *,
-        truncate: bool,
-        timeout: float | None = None,
-        pairs: Sequence[str] | None = None,
+        self, target: ModelTarget, rows: Rows, *, timeout: float | None = None
     ) -> ClassifyResult:
-        rows = (
-            list(inputs)
-            if pairs is None
-            else [f"{a} {b}" for a, b in zip(inputs, pairs, strict=True)]
-        )
-        meta = await self._enter("classify", target, rows, truncate, timeout)
-        tokens = self._tokens(rows, meta, truncate)
+        meta, keys, tokens = await self._enter("classify", target, rows, timeout)
         if meta.regression:
-            probs = np.array([[fake_score(t)] for t in rows], dtype=np.float32)
+            probs = np.array([[fake_score(k)] for k in keys], dtype=np.float32)
         else:
-            probs = np.stack([fake_probs(t, meta.labels) for t in rows])
+            probs = np.stack([fake_probs(k, meta.labels, self.sharpness) for k in keys])
         return ClassifyResult(probs, meta.labels, tokens, version=meta.version or "1")
 
     async def embed(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        *,
-        truncate: bool,
-        timeout: float | None = None,
+        self, target: ModelTarget, rows: Rows, *, timeout: float | None = None
     ) -> EmbedResult:
-        meta = await self._enter("embed", target, inputs, truncate, timeout)
-        tokens = self._tokens(inputs, meta, truncate)
+        meta, keys, tokens = await self._enter("embed", target, rows, timeout)
         dimension = meta.dimension or 8
-        vectors = np.stack([fake_embedding(t, dimension) for t in inputs])
+        vectors = np.stack([fake_embedding(k, dimension) for k in keys])
         return EmbedResult(vectors, tokens, version=meta.version or "1")
+
+    async def tokenizer(self, target: ModelTarget) -> TokenizerSpec | None:
+        await self.model_info(target)
+        return self.tokenizers.get(target.backend_model)
 
     async def generate(
         self,

@@ -1,9 +1,10 @@
-"""Standard gRPC health checking (``grpc.health.v1``) driven by backend readiness.
+"""Standard gRPC health checking (``grpc.health.v1``) driven by a readiness check.
 
-:class:`HealthMonitor` owns an asyncio ``HealthServicer`` and a background task that asks the
-backend every ``interval`` seconds whether it and every configured model are ready. The
-overall status (``""``) and the inference service's status are ``SERVING`` only while all of
-them are; until the first check completes they are ``NOT_SERVING``.
+:class:`HealthMonitor` owns an asyncio ``HealthServicer`` and a background task that runs a
+readiness check every ``interval`` seconds (the gateway's: every route has a ready deployment
+on a ready Triton). The overall status (``""``) and the inference service's status are
+``SERVING`` only while the check passes; until the first check completes they are
+``NOT_SERVING``; after :meth:`HealthMonitor.stop` they stay ``NOT_SERVING`` for good.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from grpc_health.v1 import health, health_pb2
-
-from gateway.backend import Backend, ModelTarget
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +25,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class HealthMonitor:
     def __init__(
         self,
-        backend: Backend,
-        targets: Sequence[ModelTarget],
+        check: Callable[[], Awaitable[bool]],
         service_names: Sequence[str],
         *,
         interval: float = 0.5,
@@ -35,8 +33,7 @@ class HealthMonitor:
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.servicer = health.aio.HealthServicer()
-        self._backend = backend
-        self._targets = tuple(targets)
+        self._check = check
         self._names = ("", *service_names)
         self._interval = interval
         self._check_timeout = check_timeout
@@ -61,19 +58,13 @@ class HealthMonitor:
         if self._on_change is not None:
             self._on_change(serving)
 
-    async def _all_ready(self) -> bool:
-        if not await self._backend.ready(None):
-            return False
-        checks = await asyncio.gather(*(self._backend.ready(t) for t in self._targets))
-        return all(checks)
-
     async def check_once(self) -> bool:
-        """Ask the backend now and publish the result; returns whether it is serving."""
+        """Run the check now and publish the result; returns whether it is serving."""
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that arrives as the check finishes, and stop() would then wait forever.
             async with asyncio.timeout(self._check_timeout):
-                serving = await self._all_ready()
+                serving = await self._check()
         except Exception as exc:  # a failing check means "not ready", never a crash
             logger.debug("readiness check failed: %r", exc)
             serving = False

@@ -13,7 +13,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 logger = logging.getLogger(__name__)
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1, 2.5, 5, 10, 30,
+)  # fmt: skip
 _INPUT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -60,7 +63,73 @@ class GatewayMetrics:
         )
         self.backend_ready = Gauge(
             "lmforge_gateway_backend_ready",
-            "1 while the backend and all configured models are ready",
+            "1 while every route has a ready deployment",
+            registry=self.registry,
+        )
+        # -- routing ----------------------------------------------------------------------
+        self.routed = Counter(
+            "lmforge_gateway_routed",
+            "Requests answered by a deployment, by why it was chosen",
+            ["route", "deployment", "reason"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "lmforge_gateway_fallbacks",
+            "Requests handed to the next deployment after this one failed",
+            ["route", "deployment"],
+            registry=self.registry,
+        )
+        self.cascade_inputs = Counter(
+            "lmforge_gateway_cascade_inputs",
+            "Inputs of cascading requests: kept by the small model, escalated, or not",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_requests = Counter(
+            "lmforge_gateway_shadow_requests",
+            "Requests copied to a shadow deployment, by outcome",
+            ["route", "deployment", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_agreement = Histogram(
+            "lmforge_gateway_shadow_agreement",
+            "Agreement of a shadow with the answer (same top label share, or mean cosine)",
+            ["route", "deployment"],
+            buckets=(0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0),
+            registry=self.registry,
+        )
+        self.breaker_state = Gauge(
+            "lmforge_gateway_breaker_state",
+            "Circuit breaker of a deployment: 0 closed, 1 half-open, 2 open",
+            ["route", "deployment"],
+            registry=self.registry,
+        )
+        # -- batching ---------------------------------------------------------------------
+        self.batch_size = Histogram(
+            "lmforge_gateway_batch_size",
+            "Inputs per batch sent to Triton",
+            ["route", "deployment"],
+            buckets=_INPUT_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_padding = Histogram(
+            "lmforge_gateway_batch_padding_ratio",
+            "Real tokens / padded tokens of a batch (1.0: no padding)",
+            ["route", "deployment"],
+            buckets=(0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "lmforge_gateway_queue_seconds",
+            "Time a request's inputs waited in the batcher before their batch was sent",
+            ["route", "deployment"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "lmforge_gateway_queue_depth",
+            "Inputs waiting in a deployment's batcher",
+            ["route", "deployment"],
             registry=self.registry,
         )
         self._http: WSGIServer | None = None

@@ -33,14 +33,16 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.breaker import BreakerState, CircuitBreaker
-from gateway.config import ConfigError, ModelConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import FieldViolation, InvalidInput, ModelNotFound
-from gateway.routing_config import DEFAULT_ENDPOINT, BreakerConfig, RouteConfig
+from gateway.routing_config import BreakerConfig, RouteConfig
 
 logger = logging.getLogger(__name__)
 
 #: request metadata key naming the deployment that must answer
 PIN_METADATA_KEY = "x-lmforge-deployment"
+#: request metadata key that keeps a caller on one arm of a weighted split
+ROUTING_KEY_METADATA_KEY = "x-lmforge-routing-key"
 
 Reason = Literal["pinned", "split", "length", "cascade", "default"]
 X = TypeVar("X")
@@ -144,9 +146,9 @@ class RoutingTable:
         self._endpoints = known
 
     @classmethod
-    def from_models(cls, models: Iterable[ModelConfig]) -> RoutingTable:
-        """Today's ``models`` entries: one Triton model each, on the default endpoint."""
-        return cls([RouteConfig.model_validate(m.model_dump()) for m in models], [DEFAULT_ENDPOINT])
+    def from_config(cls, config: GatewayConfig) -> RoutingTable:
+        """The routes of a gateway config (``models``) over its endpoints."""
+        return cls(config.models, config.endpoint_names)
 
     @property
     def routes(self) -> Mapping[str, Route]:

@@ -19,7 +19,8 @@ or a list of deployments plus optional policies::
       shadow: {deployment: candidate, share: 0.05}
       breaker: {failures: 5, open_seconds: 5.0}
 
-This module imports nothing from the gateway, so :mod:`gateway.config` may embed it.
+This module imports only the batching config from the gateway, so :mod:`gateway.config` may
+embed it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from gateway.batching import BatchingConfig
 from lmforge.strict import StrictModel
 
 Task = Literal["embed", "classify", "generate"]
@@ -95,6 +97,9 @@ class RouteConfig(StrictModel):
     fallback: bool = True
     shadow: ShadowConfig | None = None
     breaker: BreakerConfig = BreakerConfig()
+    batching: BatchingConfig | None = Field(
+        default=None, description="this route's batching; null: the gateway's default"
+    )
 
     @property
     def deployment_configs(self) -> tuple[DeploymentConfig, ...]:

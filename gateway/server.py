@@ -1,18 +1,22 @@
-"""The gateway's gRPC server (grpc.aio) and the ``lmforge serve`` command.
+"""The gateway's gRPC server (grpc.aio) and the ``serve`` command.
 
-:class:`GatewayServer` wires the inference servicer, health checking, server reflection and
-the metrics endpoint around one :class:`~gateway.backend.Backend`; tests run it in-process on
-port 0. :func:`serve` runs it until SIGTERM or SIGINT, then shuts down gracefully: health
-turns NOT_SERVING, new RPCs are refused, in-flight ones get ``server.grace_period_s``.
+:class:`GatewayServer` wires one backend per Triton endpoint, the router, the dispatcher
+(batchers, tokenizers), the plan executor, the inference servicer, health checking, server
+reflection and the metrics endpoint; tests run it in-process on port 0. :func:`serve` runs it
+until SIGTERM or SIGINT, then shuts down gracefully: health turns NOT_SERVING, new RPCs are
+refused, in-flight ones get ``server.grace_period_s``. SIGHUP or an edit of the config file
+reloads routes, deployments, endpoints, batching and limits without a restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -22,10 +26,13 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway._proto.lmforge.v1 import inference_service_pb2, inference_service_pb2_grpc
 from gateway.backend import Backend
-from gateway.config import ConfigError, GatewayConfig
+from gateway.batching import BatchStats
+from gateway.config import DEFAULT_ENDPOINT, ConfigError, GatewayConfig
+from gateway.dispatch import DeploymentRunner, Dispatcher
+from gateway.execution import PlanExecutor
 from gateway.health import HealthMonitor
 from gateway.metrics import GatewayMetrics
-from gateway.registry import ModelRegistry
+from gateway.routing import Deployment, Router, RoutingTable
 from gateway.service import SERVICE_NAME, InferenceServicer
 from gateway.settings import Settings, SettingsError
 
@@ -38,14 +45,27 @@ _SERVER_OPTIONS = [
 ]
 
 
-def _triton_backend(config: GatewayConfig) -> Backend:
+BackendFactory = Callable[[str, GatewayConfig], Backend]
+
+
+def triton_backend(endpoint: str, config: GatewayConfig) -> Backend:
+    """The Triton adapter for one endpoint of ``config``."""
     from gateway.triton_backend import TritonBackend  # tritonclient only when serving Triton
 
-    return TritonBackend.from_config(config.triton)
+    return TritonBackend.from_config(config.endpoint(endpoint), config.triton)
+
+
+def _endpoint_identity(endpoint: str, config: GatewayConfig) -> tuple[str, str]:
+    settings = config.endpoint(endpoint)
+    return settings.url, str(settings.repository or "")
 
 
 class GatewayServer:
-    """One gateway: ``await start()`` returns the bound port; ``await stop()`` drains it."""
+    """One gateway: ``await start()`` returns the bound port; ``await stop()`` drains it.
+
+    ``backend`` (tests) serves every endpoint; otherwise each endpoint gets its own Triton
+    adapter from ``backend_factory``. :meth:`reload` applies a new config without a restart.
+    """
 
     def __init__(
         self,
@@ -53,14 +73,29 @@ class GatewayServer:
         backend: Backend | None = None,
         *,
         metrics: GatewayMetrics | None = None,
+        config_path: Path | None = None,
+        config_loader: Callable[[], GatewayConfig] | None = None,
+        backend_factory: BackendFactory = triton_backend,
     ) -> None:
         self.config = config
-        self.backend: Backend = backend if backend is not None else _triton_backend(config)
+        self.config_path = config_path
+        self._config_loader = config_loader
         self.metrics = metrics if metrics is not None else GatewayMetrics()
-        registry = ModelRegistry(config.models)
+        self._shared_backend = backend
+        self._backend_factory = backend_factory
+        self.backends: dict[str, Backend] = {
+            name: self._new_backend(name, config) for name in sorted(config.endpoint_names)
+        }
+        self.router = Router(RoutingTable.from_config(config))
+        self.dispatcher = Dispatcher(config, self.backends, on_batch=self._observe_batch)
+        self.executor = PlanExecutor(
+            self.router,
+            self.dispatcher,
+            self.metrics,
+            shadow_timeout=config.triton.request_timeout_s,
+        )
         self.servicer = InferenceServicer(
-            self.backend,
-            registry,
+            self.executor,
             config.limits,
             self.metrics,
             default_timeout=config.triton.request_timeout_s,
@@ -68,16 +103,58 @@ class GatewayServer:
             max_concurrent_requests=config.server.max_concurrent_requests,
         )
         self.health = HealthMonitor(
-            self.backend,
-            registry.targets,
+            self.ready,
             [SERVICE_NAME],
             interval=config.triton.health_poll_interval_s,
             check_timeout=config.triton.connect_timeout_s,
             on_change=self.metrics.set_ready,
         )
         self._server: grpc.aio.Server | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
         self.port: int | None = None
         self.metrics_port: int | None = None
+
+    @property
+    def backend(self) -> Backend:
+        """The default endpoint's backend."""
+        return self.backends[DEFAULT_ENDPOINT]
+
+    def _new_backend(self, endpoint: str, config: GatewayConfig) -> Backend:
+        if self._shared_backend is not None:
+            return self._shared_backend
+        return self._backend_factory(endpoint, config)
+
+    # -- observation -------------------------------------------------------------------------
+    def _observe_batch(self, deployment: Deployment, stats: BatchStats) -> None:
+        labels = (deployment.route, deployment.name)
+        self.metrics.batch_size.labels(*labels).observe(stats.size)
+        if stats.padded_tokens:
+            self.metrics.batch_padding.labels(*labels).observe(
+                stats.real_tokens / stats.padded_tokens
+            )
+
+    async def _deployment_ready(self, deployment: Deployment) -> bool:
+        runner = self.dispatcher.runner(deployment)
+        return await runner.backend.ready(None) and await runner.backend.ready(runner.target)
+
+    async def ready(self) -> bool:
+        """Every route has a ready (non-shadow) deployment on a ready Triton. Also refreshes
+        the gauges of breakers and queues."""
+        states = {0: "closed", 1: "half_open", 2: "open"}
+        codes = {v: k for k, v in states.items()}
+        for runner in self.dispatcher.runners():
+            d = runner.deployment
+            self.metrics.queue_depth.labels(d.route, d.name).set(runner.queued_inputs)
+            state = self.router.breaker(d).state
+            self.metrics.breaker_state.labels(d.route, d.name).set(codes[state])
+        routes = list(self.router.table.routes.values())
+        checks = await asyncio.gather(
+            *(self._deployment_ready(d) for route in routes for d in route.serving)
+        )
+        ready = iter(checks)
+        return all(any(next(ready) for _ in route.serving) for route in routes)
 
     @property
     def address(self) -> str:
@@ -111,19 +188,108 @@ class GatewayServer:
         await server.start()
         self._server = server
         self.port = port
+        if self._config_loader is not None and self.config.server.reload_interval_s > 0:
+            self._watcher = asyncio.create_task(self._watch(), name="lmforge-config-watch")
         logger.info("gateway listening on %s (%d models)", self.address, len(self.config.models))
         return port
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new RPCs, give in-flight ones ``grace`` seconds."""
         grace = self.config.server.grace_period_s if grace is None else grace
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         await self.health.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
         self.metrics.stop_http()
-        await self.backend.close()
+        await self.executor.close()
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
+        await self.dispatcher.close()
+        for backend in {id(b): b for b in self.backends.values()}.values():
+            await backend.close()
         logger.info("gateway stopped")
+
+    # -- reload -------------------------------------------------------------------------------
+    async def reload(self, config: GatewayConfig) -> None:
+        """Apply ``config`` without a restart: routes, deployments, endpoints, batching and
+        limits. The routing table is validated first; the swap is atomic for new requests,
+        in-flight ones finish on what they started with, and runners (queues) of deployments
+        that left are drained and closed in the background."""
+        async with self._reload_lock:
+            table = RoutingTable.from_config(config)  # raises ConfigError before any change
+            old = self.config
+            fixed = ("host", "port", "metrics_port", "reflection", "max_concurrent_requests")
+            changed = [k for k in fixed if getattr(old.server, k) != getattr(config.server, k)]
+            if changed:
+                logger.warning("server.%s change only on restart", ", server.".join(changed))
+            backends: dict[str, Backend] = {}
+            for name in sorted(config.endpoint_names):
+                same = name in self.backends and name in old.endpoint_names
+                if same and _endpoint_identity(name, old) == _endpoint_identity(name, config):
+                    backends[name] = self.backends[name]
+                else:
+                    backends[name] = self._new_backend(name, config)
+            gone = [b for n, b in self.backends.items() if backends.get(n) is not b]
+            retired = self.dispatcher.reconfigure(config, backends)
+            self.router.swap(table)
+            self.servicer.limits = config.limits
+            self.backends = backends
+            self.config = config
+            task = asyncio.create_task(self._retire(retired, gone, config.server.grace_period_s))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+            logger.info(
+                "configuration reloaded: %d routes, %d deployments, %d retired",
+                len(table.routes),
+                len(self.dispatcher.runners()),
+                len(retired),
+            )
+
+    async def _retire(
+        self, runners: list[DeploymentRunner], backends: list[Backend], grace: float
+    ) -> None:
+        await asyncio.gather(*(r.close(drain_timeout=grace) for r in runners))
+        in_use = {id(b) for b in self.backends.values()}
+        for backend in backends:
+            if id(backend) not in in_use:
+                await backend.close()
+
+    async def reload_from_source(self) -> bool:
+        """Load the config again and apply it; an invalid one is logged and ignored."""
+        if self._config_loader is None:
+            return False
+        try:
+            config = self._config_loader()
+            await self.reload(config)
+        except (ConfigError, SettingsError) as exc:
+            logger.error("configuration not reloaded, the running one stays: %s", exc)
+            return False
+        return True
+
+    def _source_stamp(self) -> tuple[int, int] | None:
+        if self.config_path is None:
+            return None
+        try:
+            stat = self.config_path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    async def _watch(self) -> None:
+        stamp = self._source_stamp()
+        while True:
+            await asyncio.sleep(self.config.server.reload_interval_s)
+            current = self._source_stamp()
+            if current is not None and current != stamp:
+                stamp = current
+                logger.info("%s changed; reloading", self.config_path)
+                await self.reload_from_source()
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
@@ -146,8 +312,12 @@ async def serve(
     config: GatewayConfig,
     backend: Backend | None = None,
     on_started: Callable[[GatewayServer], Awaitable[None]] | None = None,
+    *,
+    config_path: Path | None = None,
+    config_loader: Callable[[], GatewayConfig] | None = None,
 ) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully.
+    """Run a gateway until SIGTERM or SIGINT, then shut it down gracefully. SIGHUP (or a
+    change of ``config_path``) reloads the config through ``config_loader``.
 
     ``on_started`` runs once the server listens (``lmforge up`` makes its demo calls there).
     """
@@ -156,7 +326,15 @@ async def serve(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop_requested.set)
-    server = GatewayServer(config, backend)
+    server = GatewayServer(config, backend, config_path=config_path, config_loader=config_loader)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(server.reload_from_source())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await server.start()
         if on_started is not None:
@@ -164,7 +342,7 @@ async def serve(
         await stop_requested.wait()
         logger.info("shutting down (grace %.1f s)", config.server.grace_period_s)
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await server.stop()
 
@@ -193,7 +371,9 @@ def _run(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 2
     try:
-        asyncio.run(serve(config))
+        asyncio.run(
+            serve(config, config_path=Path(args.config), config_loader=lambda: load_config(args))
+        )
     except OSError as exc:
         logger.error("%s", exc)
         return 1

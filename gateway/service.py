@@ -1,8 +1,10 @@
-"""The ``lmforge.v1.InferenceService`` servicer: validate, resolve, call the backend, answer.
+"""The ``lmforge.v1.InferenceService`` servicer: validate, route, execute, answer.
 
 Every RPC goes through :meth:`InferenceServicer._handle`, which times it, enforces the
 concurrency limit, records metrics and turns any exception into a gRPC status through
-:func:`gateway.errors.to_grpc_status` (the one place errors are mapped).
+:func:`gateway.errors.to_grpc_status` (the one place errors are mapped). Routing is the
+router's (:mod:`gateway.routing`), execution (fallback, cascade, shadow, batching) the plan
+executor's (:mod:`gateway.execution`); this module only speaks protobuf.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from gateway._proto.lmforge.v1 import (
     inference_service_pb2_grpc,
     models_pb2,
 )
-from gateway.backend import Backend, ModelMetadata, ModelTarget
+from gateway.backend import ModelMetadata
 from gateway.config import LimitsConfig
+from gateway.dispatch import Answer
 from gateway.errors import (
     BackendError,
     DeadlineExceeded,
@@ -35,9 +38,10 @@ from gateway.errors import (
     error_kind,
     to_grpc_status,
 )
+from gateway.execution import Inputs, Outcome, PlanExecutor
 from gateway.metrics import GatewayMetrics
 from gateway.postprocess import rank_labels, shape_embeddings
-from gateway.registry import ModelRegistry
+from gateway.routing import PIN_METADATA_KEY, ROUTING_KEY_METADATA_KEY, Route, RoutePlan
 from gateway.validation import (
     check_dimensions,
     check_pairs_for_model,
@@ -66,37 +70,21 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
-class RequestClock:
-    """Marks the phases of one request on the monotonic clock."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.sent = self.start
-        self.answered = self.start
-
-    def mark_sent(self) -> None:
-        self.sent = time.perf_counter()
-
-    def mark_answered(self) -> None:
-        self.answered = time.perf_counter()
-
-    @property
-    def backend_seconds(self) -> float:
-        return self.answered - self.sent
-
-    def timing(self) -> common_pb2.Timing:
-        return common_pb2.Timing(
-            queue_time=_duration(self.sent - self.start),
-            inference_time=_duration(self.answered - self.sent),
-            total_time=_duration(time.perf_counter() - self.start),
-        )
+def _timing(started: float, outcome: Outcome) -> common_pb2.Timing:
+    total = time.perf_counter() - started
+    return common_pb2.Timing(
+        queue_time=_duration(max(total - outcome.run_seconds, 0.0)),
+        inference_time=_duration(outcome.run_seconds),
+        total_time=_duration(total),
+    )
 
 
-def _served_by(target: ModelTarget, version: str) -> common_pb2.ServedBy:
+def _served_by(answer: Answer) -> common_pb2.ServedBy:
+    d = answer.deployment
     return common_pb2.ServedBy(
-        model=target.name,
-        triton_model=target.backend_model,
-        triton_model_version=version or target.version_str,
+        model=d.route,
+        triton_model=d.triton_model,
+        triton_model_version=answer.version or ("" if d.version is None else str(d.version)),
     )
 
 
@@ -105,11 +93,16 @@ def _usage(num_tokens: tuple[int, ...]) -> common_pb2.Usage:
     return common_pb2.Usage(input_tokens=total, output_tokens=0, total_tokens=total)
 
 
+def _estimate_longest(texts: list[str], pairs: list[str]) -> int:
+    """Tokens of the longest input, estimated at about 4 characters a token (length rules)."""
+    lengths = [len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)]
+    return 2 + max(lengths, default=0) // 4
+
+
 class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     def __init__(
         self,
-        backend: Backend,
-        registry: ModelRegistry,
+        executor: PlanExecutor,
         limits: LimitsConfig,
         metrics: GatewayMetrics,
         *,
@@ -117,9 +110,8 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         info_timeout: float = 2.0,
         max_concurrent_requests: int = 512,
     ) -> None:
-        self._backend = backend
-        self._registry = registry
-        self._limits = limits
+        self.executor = executor
+        self.limits = limits
         self._metrics = metrics
         self._default_timeout = default_timeout
         self._info_timeout = info_timeout
@@ -127,35 +119,44 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         self._in_flight = 0
 
     # -- plumbing ------------------------------------------------------------------------
-    def _timeout(self, context: Context) -> float:
+    def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
         if remaining is None:
-            return self._default_timeout
+            return time.monotonic() + self._default_timeout
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before it was sent")
-        return min(float(remaining), self._default_timeout)
+        return time.monotonic() + min(float(remaining), self._default_timeout)
 
-    async def _call_backend(
-        self, clock: RequestClock, timeout: float, call: Awaitable[T], what: str
-    ) -> T:
-        clock.mark_sent()
-        try:
-            async with asyncio.timeout(timeout):
-                return await call
-        except TimeoutError:
-            raise DeadlineExceeded(f"{what} did not finish within {timeout:.3f} s") from None
-        finally:
-            clock.mark_answered()
+    def _plan(self, model: str, task: str, context: Context, longest: int) -> RoutePlan:
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        return self.executor.router.plan(
+            model,
+            task,
+            longest_tokens=longest,
+            routing_key=metadata.get(ROUTING_KEY_METADATA_KEY),
+            pin=metadata.get(PIN_METADATA_KEY),
+        )
 
-    async def _model_info(self, target: ModelTarget, timeout: float) -> ModelMetadata:
-        """The backend's description of ``target``; a timeout is the caller's deadline."""
+    async def _meta(self, plan: RoutePlan, deadline: float) -> ModelMetadata:
+        """The metadata of the deployment expected to answer; a timeout is the caller's."""
+        timeout = min(deadline - time.monotonic(), self._info_timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return await self._backend.model_info(target)
+            async with asyncio.timeout(max(timeout, 0.001)):
+                return await self.executor.dispatcher.runner(plan.deployments[0]).meta()
         except TimeoutError:
             raise DeadlineExceeded(
-                f"no description of {target.backend_model!r} within {timeout:.3f} s"
+                f"no description of {plan.deployments[0].triton_model!r} within {timeout:.3f} s"
             ) from None
+
+    async def _execute(self, plan: RoutePlan, inputs: Inputs) -> Outcome:
+        try:
+            async with asyncio.timeout(max(inputs.deadline - time.monotonic(), 0.001)):
+                return await self.executor.execute(plan, inputs)
+        except TimeoutError:
+            raise DeadlineExceeded(f"{plan.model!r} did not answer in time") from None
+
+    def _model_label(self, model: str) -> str:
+        return model if model in self.executor.router.table.routes else "unknown"
 
     async def _handle(
         self,
@@ -163,10 +164,10 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         model: str,
         inputs: int,
         context: Context,
-        work: Callable[[RequestClock], Awaitable[T]],
+        work: Callable[[float], Awaitable[T]],
     ) -> T:
-        clock = RequestClock()
-        model_label = model if self._registry.known(model) else "unknown"
+        started = time.perf_counter()
+        model_label = self._model_label(model)
         code = grpc.StatusCode.OK
         self._metrics.in_flight.inc()
         try:
@@ -174,7 +175,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                 raise Overloaded(f"{self._in_flight} requests in flight; retry later")
             self._in_flight += 1
             try:
-                result = await work(clock)
+                result = await work(started)
             finally:
                 self._in_flight -= 1
             if inputs:
@@ -194,59 +195,56 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         finally:
             self._metrics.in_flight.dec()
             self._metrics.requests.labels(rpc, model_label, code.name).inc()
-            self._metrics.latency.labels(rpc, model_label).observe(
-                time.perf_counter() - clock.start
-            )
-            if clock.answered > clock.sent:
-                self._metrics.backend_latency.labels(rpc, model_label).observe(
-                    clock.backend_seconds
-                )
+            self._metrics.latency.labels(rpc, model_label).observe(time.perf_counter() - started)
+
+    def _observe(self, rpc: str, model: str, outcome: Outcome) -> None:
+        self._metrics.backend_latency.labels(rpc, model).observe(outcome.run_seconds)
+        answer = outcome.primary
+        self._metrics.queue_seconds.labels(model, answer.deployment.name).observe(
+            outcome.queue_seconds
+        )
 
     # -- RPCs ----------------------------------------------------------------------------
     async def Classify(
         self, request: classify_pb2.ClassifyRequest, context: Context
     ) -> classify_pb2.ClassifyResponse:
-        async def work(clock: RequestClock) -> classify_pb2.ClassifyResponse:
-            inputs = list(request.inputs)
+        async def work(started: float) -> classify_pb2.ClassifyResponse:
+            texts = list(request.inputs)
             pairs = list(request.pairs)
             validate_classify(
-                request.model, inputs, request.truncation, request.top_k, self._limits, pairs
+                request.model, texts, request.truncation, request.top_k, self.limits, pairs
             )
-            target = self._registry.resolve(request.model, "classify")
-            timeout = self._timeout(context)
-            meta = await self._model_info(target, min(timeout, self._info_timeout))
+            plan = self._plan(request.model, "classify", context, _estimate_longest(texts, pairs))
+            deadline = self._deadline(context)
+            meta = await self._meta(plan, deadline)
             raise_if_any(check_pairs_for_model(request.model, bool(pairs), meta.text_pairs))
-            result = await self._call_backend(
-                clock,
-                timeout,
-                self._backend.classify(
-                    target,
-                    inputs,
-                    truncate=truncate_flag(request.truncation),
-                    timeout=timeout,
-                    pairs=pairs or None,
-                ),
-                f"classify on {target.backend_model!r}",
-            )
-            if result.probs.shape != (len(inputs), len(result.labels)):
+            truncate = truncate_flag(request.truncation)
+            inputs = Inputs(tuple(texts), tuple(pairs) or None, (truncate,) * len(texts), deadline)
+            outcome = await self._execute(plan, inputs)
+            self._observe("Classify", request.model, outcome)
+            labels = outcome.primary.meta.labels
+            if outcome.values.shape != (len(texts), len(labels)):
                 raise BackendError(
-                    f"{target.backend_model!r} returned scores of shape {result.probs.shape} "
-                    f"for {len(inputs)} inputs and {len(result.labels)} labels"
+                    f"{request.model!r} returned scores of shape {outcome.values.shape} "
+                    f"for {len(texts)} inputs and {len(labels)} labels"
                 )
             return classify_pb2.ClassifyResponse(
                 results=[
                     classify_pb2.Classification(
                         labels=[
                             classify_pb2.LabelScore(label=label, score=score)
-                            for label, score in rank_labels(row, result.labels, request.top_k)
+                            for label, score in rank_labels(row, labels, request.top_k)
                         ],
                         input_tokens=tokens,
+                        served_by=_served_by(answer),
                     )
-                    for row, tokens in zip(result.probs, result.num_tokens, strict=True)
+                    for row, tokens, answer in zip(
+                        outcome.values, outcome.num_tokens, outcome.answered_by, strict=True
+                    )
                 ],
-                served_by=_served_by(target, result.version),
-                usage=_usage(result.num_tokens),
-                timing=clock.timing(),
+                served_by=_served_by(outcome.primary),
+                usage=_usage(outcome.num_tokens),
+                timing=_timing(started, outcome),
             )
 
         return await self._handle("Classify", request.model, len(request.inputs), context, work)
@@ -254,39 +252,35 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     async def Embed(
         self, request: embed_pb2.EmbedRequest, context: Context
     ) -> embed_pb2.EmbedResponse:
-        async def work(clock: RequestClock) -> embed_pb2.EmbedResponse:
-            inputs = list(request.inputs)
+        async def work(started: float) -> embed_pb2.EmbedResponse:
+            texts = list(request.inputs)
             dimensions = request.dimensions if request.HasField("dimensions") else None
-            validate_embed(request.model, inputs, request.truncation, dimensions, self._limits)
-            target = self._registry.resolve(request.model, "embed")
-            timeout = self._timeout(context)
+            validate_embed(request.model, texts, request.truncation, dimensions, self.limits)
+            plan = self._plan(request.model, "embed", context, _estimate_longest(texts, []))
+            deadline = self._deadline(context)
             if dimensions is not None:
-                meta = await self._model_info(target, min(timeout, self._info_timeout))
+                meta = await self._meta(plan, deadline)
                 raise_if_any(check_dimensions(dimensions, meta.dimension))
-            result = await self._call_backend(
-                clock,
-                timeout,
-                self._backend.embed(
-                    target, inputs, truncate=truncate_flag(request.truncation), timeout=timeout
-                ),
-                f"embed on {target.backend_model!r}",
-            )
-            if result.vectors.ndim != 2 or result.vectors.shape[0] != len(inputs):
+            truncate = truncate_flag(request.truncation)
+            inputs = Inputs(tuple(texts), None, (truncate,) * len(texts), deadline)
+            outcome = await self._execute(plan, inputs)
+            self._observe("Embed", request.model, outcome)
+            if outcome.values.ndim != 2 or outcome.values.shape[0] != len(texts):
                 raise BackendError(
-                    f"{target.backend_model!r} returned vectors of shape "
-                    f"{result.vectors.shape} for {len(inputs)} inputs"
+                    f"{request.model!r} returned vectors of shape {outcome.values.shape} "
+                    f"for {len(texts)} inputs"
                 )
-            raise_if_any(check_dimensions(dimensions, int(result.vectors.shape[1])))
-            vectors = shape_embeddings(result.vectors, dimensions, request.normalize)
+            raise_if_any(check_dimensions(dimensions, int(outcome.values.shape[1])))
+            vectors = shape_embeddings(outcome.values, dimensions, request.normalize)
             return embed_pb2.EmbedResponse(
                 embeddings=[
                     embed_pb2.Embedding(values=row.tolist(), input_tokens=tokens)
-                    for row, tokens in zip(vectors, result.num_tokens, strict=True)
+                    for row, tokens in zip(vectors, outcome.num_tokens, strict=True)
                 ],
                 dimensions=int(vectors.shape[1]),
-                served_by=_served_by(target, result.version),
-                usage=_usage(result.num_tokens),
-                timing=clock.timing(),
+                served_by=_served_by(outcome.primary),
+                usage=_usage(outcome.num_tokens),
+                timing=_timing(started, outcome),
             )
 
         return await self._handle("Embed", request.model, len(request.inputs), context, work)
@@ -294,7 +288,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: Context
     ) -> generate_pb2.GenerateResponse:
-        async def work(_clock: RequestClock) -> generate_pb2.GenerateResponse:
+        async def work(_started: float) -> generate_pb2.GenerateResponse:
             raise Unimplemented("Generate is not implemented yet")
 
         return await self._handle("Generate", request.model, 1, context, work)
@@ -302,41 +296,73 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     async def GenerateStream(
         self, request: generate_pb2.GenerateStreamRequest, context: Context
     ) -> AsyncIterator[generate_pb2.GenerateStreamResponse]:
-        async def work(_clock: RequestClock) -> list[generate_pb2.GenerateStreamResponse]:
+        async def work(_started: float) -> list[generate_pb2.GenerateStreamResponse]:
             raise Unimplemented("GenerateStream is not implemented yet")
 
         for chunk in await self._handle("GenerateStream", request.model, 1, context, work):
             yield chunk
 
-    async def _describe(self, target: ModelTarget) -> models_pb2.ModelInfo:
+    # -- ListModels ------------------------------------------------------------------------
+    async def _describe(self, route: Route) -> models_pb2.ModelInfo:
+        router = self.executor.router
+        dispatcher = self.executor.dispatcher
+        policies = [
+            name
+            for name, used in (
+                ("split", route.split is not None),
+                ("length", bool(route.length_rules)),
+                ("cascade", route.cascade is not None),
+                ("shadow", route.shadow is not None),
+            )
+            if used
+        ]
         info = models_pb2.ModelInfo(
-            name=target.name,
-            task=_TASKS[target.task],
-            triton_model=target.backend_model,
-            triton_model_version=target.version_str,
+            name=route.name,
+            task=_TASKS[route.task],
+            routing=",".join(policies) or "single",
         )
-        try:
-            async with asyncio.timeout(self._info_timeout):
-                meta: ModelMetadata = await self._backend.model_info(target)
-                info.ready = await self._backend.ready(target)
-        except Exception as exc:  # an unreachable model is listed as not ready
-            logger.debug("model_info(%s) failed: %r", target.name, exc)
-            info.ready = False
-            return info
-        info.labels.extend(meta.labels)
-        info.dimension = meta.dimension or 0
-        info.max_input_tokens = meta.max_length or 0
-        info.regression = meta.regression
-        info.text_pairs = meta.text_pairs
-        if meta.version and not info.triton_model_version:
-            info.triton_model_version = meta.version
+        first = route.serving[0] if route.serving else route.deployments[0]
+        info.triton_model = first.triton_model
+        info.triton_model_version = "" if first.version is None else str(first.version)
+        split = route.split or {}
+        for deployment in route.deployments:
+            runner = dispatcher.runner(deployment)
+            status = models_pb2.DeploymentStatus(
+                name=deployment.name,
+                endpoint=deployment.endpoint,
+                triton_model=deployment.triton_model,
+                triton_model_version="" if deployment.version is None else str(deployment.version),
+                breaker=router.breaker(deployment).state,
+                split_weight=float(split.get(deployment.name, 0.0)),
+                shadow=deployment == route.shadow,
+                queued_inputs=runner.queued_inputs,
+                gateway_tokenizes=runner.tokenizes_here,
+            )
+            try:
+                async with asyncio.timeout(self._info_timeout):
+                    status.ready = await runner.backend.ready(runner.target)
+                    meta = await runner.meta() if status.ready else None
+            except Exception as exc:  # an unreachable deployment is listed as not ready
+                logger.debug("describing %s/%s failed: %r", route.name, deployment.name, exc)
+                status.ready, meta = False, None
+            if meta is not None and deployment == first:
+                info.labels.extend(meta.labels)
+                info.dimension = meta.dimension or 0
+                info.max_input_tokens = meta.max_length or 0
+                info.regression = meta.regression
+                info.text_pairs = meta.text_pairs
+                if meta.version and not info.triton_model_version:
+                    info.triton_model_version = meta.version
+            info.deployments.append(status)
+        info.ready = any(s.ready for s in info.deployments if not s.shadow)
         return info
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Context
     ) -> models_pb2.ListModelsResponse:
-        async def work(_clock: RequestClock) -> models_pb2.ListModelsResponse:
-            infos = await asyncio.gather(*(self._describe(t) for t in self._registry.targets))
+        async def work(_started: float) -> models_pb2.ListModelsResponse:
+            routes = list(self.executor.router.table.routes.values())
+            infos = await asyncio.gather(*(self._describe(r) for r in routes))
             return models_pb2.ListModelsResponse(models=infos)
 
         return await self._handle("ListModels", "", 0, context, work)

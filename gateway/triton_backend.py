@@ -1,22 +1,24 @@
-"""The :class:`~gateway.backend.Backend` that talks to Triton through ``tritonclient.grpc.aio``.
+"""The :class:`~gateway.backend.Backend` that talks to one Triton server through
+``tritonclient.grpc.aio``.
 
-One RPC becomes one Triton request whose batch holds every input (``TEXT`` BYTES and
-``TRUNCATE`` BOOL, shape ``[n, 1]``), split into concurrent requests of at most the model's
-``max_batch_size`` rows. What a model is (task, labels, dimension, max length) comes from its
-config's ``lmforge_*`` parameters (:mod:`triton_models.runtime.contract`), cached for ``info_ttl``
-seconds and dropped when the model stops being ready. Triton errors become gateway errors
-here (:mod:`gateway.triton_errors`); an input rejected as too long is named ``inputs[i]`` from
-the row the tokenizer reports in its error, offset by the chunk's start.
+:class:`~gateway.backend.TextRows` go to the ensemble ``<model>`` (``TEXT``, optionally
+``TEXT_PAIR``, and a per-row ``TRUNCATE``; Triton tokenizes); :class:`~gateway.backend.TokenRows`
+go straight to ``<model>_encoder`` with the ids the gateway made from the same tokenizer
+(one python-backend hop instead of two). Batches larger than the model's ``max_batch_size``
+are split into concurrent requests. What a model is comes from its configs
+(:mod:`gateway.triton_contract`), cached for ``info_ttl`` seconds and dropped when the model
+stops being ready. Triton errors become gateway errors here (:mod:`gateway.triton_errors`); an
+input rejected as too long is named ``inputs[i]`` from the row the tokenizer reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,9 +33,19 @@ from gateway.backend import (
     GenerationParams,
     ModelMetadata,
     ModelTarget,
+    Rows,
+    TextRows,
+    TokenizerSpec,
+    TokenRows,
 )
-from gateway.config import Task, TritonConfig
+from gateway.config import EndpointConfig, TritonConfig
 from gateway.errors import BackendError, FieldViolation, GatewayError, InvalidInput, Unimplemented
+from gateway.triton_contract import (
+    EncoderInfo,
+    parse_encoder_config,
+    parse_model_config,
+    tokenizer_spec,
+)
 from gateway.triton_errors import translate
 from triton_models.runtime import contract as c
 
@@ -48,67 +60,32 @@ _CHANNEL_ARGS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 0),
 ]
+Array = np.ndarray[Any, Any]
 
 
 @dataclass(frozen=True)
 class _ModelInfo:
     meta: ModelMetadata
     max_batch_size: int
+    config: dict[str, Any]
     fetched_at: float
 
 
 @dataclass(frozen=True)
-class _Batch:
-    arrays: dict[str, np.ndarray[Any, Any]]
+class _Chunk:
+    arrays: dict[str, Array]
     version: str
-
-
-def parse_model_config(name: str, config: dict[str, Any]) -> tuple[ModelMetadata, int]:
-    """``(metadata, max_batch_size)`` from a Triton model config rendered as JSON."""
-    params = config.get("parameters", {})
-
-    def param(key: str) -> str | None:
-        value = params.get(key, {}).get("string_value")
-        return None if value in (None, "") else str(value)
-
-    task = param(c.PARAM_TASK)
-    if task not in (c.TASK_EMBED, c.TASK_CLASSIFY):
-        raise BackendError(
-            f"Triton model {name!r} has {c.PARAM_TASK}={task!r}; expected "
-            f"{c.TASK_EMBED!r} or {c.TASK_CLASSIFY!r} (is it an lmforge model?)"
-        )
-    labels: tuple[str, ...] = ()
-    dimension: int | None = None
-    try:
-        if task == c.TASK_CLASSIFY:
-            raw = json.loads(param(c.PARAM_LABELS) or "null")
-            if not isinstance(raw, list) or not raw:
-                raise ValueError(f"{c.PARAM_LABELS} must be a non-empty JSON list")
-            labels = tuple(str(label) for label in raw)
-        else:
-            dimension = int(param(c.PARAM_DIMENSION) or "")
-        max_length_raw = param(c.PARAM_MAX_LENGTH)
-        max_length = int(max_length_raw) if max_length_raw is not None else None
-    except ValueError as exc:
-        raise BackendError(f"Triton model {name!r} has bad lmforge parameters: {exc}") from exc
-    resolved: Task = "classify" if task == c.TASK_CLASSIFY else "embed"
-    problem = param(c.PARAM_PROBLEM_TYPE) or c.PROBLEM_CLASSIFICATION
-    if problem not in c.PROBLEM_TYPES:
-        raise BackendError(f"Triton model {name!r} has {c.PARAM_PROBLEM_TYPE}={problem!r}")
-    meta = ModelMetadata(
-        task=resolved,
-        labels=labels,
-        dimension=dimension,
-        max_length=max_length,
-        regression=problem == c.PROBLEM_REGRESSION,
-        text_pairs=(param(c.PARAM_TEXT_PAIRS) or "false").lower() == "true",
-    )
-    return meta, int(config.get("max_batch_size", 0))
 
 
 def _strings(name: str, values: Sequence[str]) -> tc.InferInput:
     tensor = tc.InferInput(name, [len(values), 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[v.encode("utf-8")] for v in values], dtype=np.object_))
+    return tensor
+
+
+def _tensor(name: str, array: Array, datatype: str) -> tc.InferInput:
+    tensor = tc.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(np.ascontiguousarray(array))
     return tensor
 
 
@@ -120,27 +97,29 @@ class TritonBackend:
         connect_timeout: float = 2.0,
         request_timeout: float = 30.0,
         info_ttl: float = 30.0,
+        repository: Path | None = None,
     ) -> None:
         self.url = url
+        self.repository = repository
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._info_ttl = info_ttl
         self._client = tc.InferenceServerClient(url, channel_args=_CHANNEL_ARGS)
         self._info: dict[tuple[str, str], _ModelInfo] = {}
+        self._encoders: dict[str, EncoderInfo] = {}
 
     @classmethod
-    def from_config(cls, config: TritonConfig) -> TritonBackend:
+    def from_config(cls, endpoint: EndpointConfig, timeouts: TritonConfig) -> TritonBackend:
         return cls(
-            config.url,
-            connect_timeout=config.connect_timeout_s,
-            request_timeout=config.request_timeout_s,
-            info_ttl=config.model_info_ttl_s,
+            endpoint.url,
+            connect_timeout=timeouts.connect_timeout_s,
+            request_timeout=timeouts.request_timeout_s,
+            info_ttl=timeouts.model_info_ttl_s,
+            repository=endpoint.repository,
         )
 
-    def _error(self, exc: InferenceServerException, target: ModelTarget) -> GatewayError:
-        return translate(
-            exc.status(), exc.message() or str(exc), url=self.url, model=target.backend_model
-        )
+    def _error(self, exc: InferenceServerException, model: str) -> GatewayError:
+        return translate(exc.status(), exc.message() or str(exc), url=self.url, model=model)
 
     # -- readiness and model info ----------------------------------------------------------
     async def ready(self, target: ModelTarget | None = None) -> bool:
@@ -158,8 +137,22 @@ class TritonBackend:
             logger.debug("readiness of %s at %s: %s", target, self.url, exc)
             ok = False
         if not ok and target is not None:
-            self._info.pop((target.backend_model, target.version_str), None)
+            self._forget(target)
         return ok
+
+    def _forget(self, target: ModelTarget) -> None:
+        self._info.pop((target.backend_model, target.version_str), None)
+        self._encoders.pop(target.backend_model, None)
+
+    async def _config(self, model: str, version: str, budget: float) -> dict[str, Any]:
+        try:
+            response = await self._client.get_model_config(
+                model, version, as_json=True, client_timeout=budget
+            )
+        except InferenceServerException as exc:
+            raise self._error(exc, model) from None
+        config: dict[str, Any] = response["config"]
+        return config
 
     async def _load_info(self, target: ModelTarget, timeout: float | None) -> _ModelInfo:
         key = (target.backend_model, target.version_str)
@@ -167,13 +160,8 @@ class TritonBackend:
         if cached is not None and time.monotonic() - cached.fetched_at < self._info_ttl:
             return cached
         budget = self._connect_timeout if timeout is None else min(timeout, self._connect_timeout)
-        try:
-            response = await self._client.get_model_config(
-                target.backend_model, target.version_str, as_json=True, client_timeout=budget
-            )
-        except InferenceServerException as exc:
-            raise self._error(exc, target) from None
-        meta, max_batch_size = parse_model_config(target.backend_model, response["config"])
+        config = await self._config(target.backend_model, target.version_str, budget)
+        meta, max_batch_size = parse_model_config(target.backend_model, config)
         meta = replace(meta, version=await self._served_version(target, budget))
         if meta.task != target.task:
             raise BackendError(
@@ -185,7 +173,7 @@ class TritonBackend:
                 f"Triton model {target.backend_model!r} has max_batch_size {max_batch_size}; "
                 "the lmforge contract needs batching (> 0)"
             )
-        info = _ModelInfo(meta, max_batch_size, time.monotonic())
+        info = _ModelInfo(meta, max_batch_size, config, time.monotonic())
         self._info[key] = info
         return info
 
@@ -198,7 +186,7 @@ class TritonBackend:
                 target.backend_model, as_json=True, client_timeout=budget
             )
         except InferenceServerException as exc:
-            raise self._error(exc, target) from None
+            raise self._error(exc, target.backend_model) from None
         versions = [str(v) for v in metadata.get("versions", [])]
         numeric = [v for v in versions if v.isdigit()]
         return max(numeric, key=int) if numeric else (versions[-1] if versions else "")
@@ -206,127 +194,153 @@ class TritonBackend:
     async def model_info(self, target: ModelTarget) -> ModelMetadata:
         return (await self._load_info(target, None)).meta
 
-    # -- inference -----------------------------------------------------------------------
+    async def tokenizer(self, target: ModelTarget) -> TokenizerSpec | None:
+        """The model's own tokenizer when this endpoint's repository is readable here, and
+        its encoder's description (cached for the direct encoder calls)."""
+        if self.repository is None:
+            return None
+        info = await self._load_info(target, None)
+        budget = self._connect_timeout
+        name = target.backend_model
+        tokenize = await self._config(name + c.TOKENIZE_SUFFIX, "", budget)
+        spec = tokenizer_spec(self.repository, name, info.config, tokenize)
+        encoder = parse_encoder_config(await self._config(name + c.ENCODER_SUFFIX, "", budget))
+        self._encoders[name] = encoder
+        return spec
+
+    # -- inference -------------------------------------------------------------------------
     async def _infer_chunk(
         self,
-        target: ModelTarget,
-        texts: Sequence[str],
-        pairs: Sequence[str] | None,
-        offset: int,
-        truncate: bool,
+        model: str,
+        version: str,
+        inputs: list[tc.InferInput],
         outputs: Sequence[str],
+        rows: int,
+        offset: int,
         deadline: float,
-    ) -> _Batch:
-        n = len(texts)
-        inputs = [_strings(c.INPUT_TEXT, texts)]
-        if pairs is not None:
-            inputs.append(_strings(c.INPUT_TEXT_PAIR, pairs))
-        flag = tc.InferInput(c.INPUT_TRUNCATE, [n, 1], "BOOL")
-        flag.set_data_from_numpy(np.full((n, 1), truncate, dtype=np.bool_))
-        inputs.append(flag)
+    ) -> _Chunk:
         try:
             result = await self._client.infer(
-                target.backend_model,
+                model,
                 inputs,
-                model_version=target.version_str,
+                model_version=version,
                 outputs=[tc.InferRequestedOutput(name) for name in outputs],
                 client_timeout=max(deadline - time.monotonic(), 0.001),
             )
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
             row = c.too_long_row(message)
-            if row is not None and 0 <= row < n:
+            if row is not None and 0 <= row < rows:
                 raise InvalidInput.from_violations(
                     [FieldViolation(f"inputs[{offset + row}]", message)]
                 ) from None
-            error = self._error(exc, target)
-            if not isinstance(error, InvalidInput):
-                self._info.pop((target.backend_model, target.version_str), None)
-            raise error from None
+            raise self._error(exc, model) from None
         arrays = {}
         for name in outputs:
             array = result.as_numpy(name)
-            if array is None or array.shape[0] != n:
+            if array is None or array.shape[0] != rows:
                 raise BackendError(
-                    f"Triton model {target.backend_model!r} returned no {name} rows for {n} inputs"
+                    f"Triton model {model!r} returned no {name} rows for {rows} inputs"
                 )
             arrays[name] = array
-        return _Batch(arrays, str(result.get_response().model_version))
+        return _Chunk(arrays, str(result.get_response().model_version))
+
+    def _text_chunk(self, rows: TextRows, start: int, stop: int) -> list[tc.InferInput]:
+        texts = rows.texts[start:stop]
+        inputs = [_strings(c.INPUT_TEXT, texts)]
+        if rows.pairs is not None:
+            inputs.append(_strings(c.INPUT_TEXT_PAIR, rows.pairs[start:stop]))
+        flags = np.array(rows.truncate[start:stop], dtype=np.bool_).reshape(-1, 1)
+        inputs.append(_tensor(c.INPUT_TRUNCATE, flags, "BOOL"))
+        return inputs
+
+    def _token_chunk(
+        self, rows: TokenRows, encoder: EncoderInfo, start: int, stop: int
+    ) -> list[tc.InferInput]:
+        tensors = {
+            c.INPUT_IDS: rows.batch.input_ids,
+            c.ATTENTION_MASK: rows.batch.attention_mask,
+            c.TOKEN_TYPE_IDS: rows.batch.token_type_ids,
+        }
+        return [_tensor(name, tensors[name][start:stop], "INT64") for name in encoder.inputs]
 
     async def _infer(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        truncate: bool,
-        outputs: Sequence[str],
-        timeout: float | None,
-        pairs: Sequence[str] | None = None,
-    ) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
+        self, target: ModelTarget, rows: Rows, output: str, timeout: float | None
+    ) -> tuple[Array, tuple[int, ...], str]:
+        """``(output rows, tokens per row, served version)`` for every row of ``rows``."""
         budget = self._request_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         info = await self._load_info(target, budget)
-        size = info.max_batch_size
-        starts = range(0, len(inputs), size)
-        results = await asyncio.gather(
+        n = len(rows)
+        names: tuple[str, ...]
+        if isinstance(rows, TokenRows):
+            encoder = self._encoders.get(target.backend_model)
+            if encoder is None:
+                raise BackendError(f"no encoder known for {target.backend_model!r}")
+            model, names = encoder.name, (encoder.output,)
+            size = encoder.max_batch_size or info.max_batch_size
+            token_rows = rows
+
+            def chunk_inputs(start: int) -> list[tc.InferInput]:
+                return self._token_chunk(token_rows, encoder, start, start + size)
+        else:
+            model, names = target.backend_model, (output, c.OUTPUT_NUM_TOKENS)
+            size = info.max_batch_size
+            text_rows = rows
+
+            def chunk_inputs(start: int) -> list[tc.InferInput]:
+                return self._text_chunk(text_rows, start, start + size)
+
+        chunks = await asyncio.gather(
             *(
                 self._infer_chunk(
-                    target,
-                    inputs[s : s + size],
-                    None if pairs is None else pairs[s : s + size],
+                    model,
+                    target.version_str,
+                    chunk_inputs(s),
+                    names,
+                    min(size, n - s),
                     s,
-                    truncate,
-                    outputs,
                     deadline,
                 )
-                for s in starts
+                for s in range(0, n, size)
             ),
             return_exceptions=True,
         )
-        failures = [r for r in results if isinstance(r, BaseException)]
+        failures = [r for r in chunks if isinstance(r, BaseException)]
         invalid = [f for f in failures if isinstance(f, InvalidInput)]
         if invalid:
             raise InvalidInput.from_violations(v for f in invalid for v in f.violations)
         if failures:
+            if not isinstance(failures[0], InvalidInput):
+                self._forget(target)
             raise failures[0]
-        batches = [r for r in results if isinstance(r, _Batch)]
-        merged = {name: np.concatenate([b.arrays[name] for b in batches]) for name in outputs}
-        return merged, batches[0].version
+        done = [r for r in chunks if isinstance(r, _Chunk)]
+        values = np.concatenate([chunk.arrays[names[0]] for chunk in done])
+        if isinstance(rows, TokenRows):
+            tokens = tuple(int(t) for t in rows.batch.num_tokens.reshape(-1))
+        else:
+            counts = np.concatenate([chunk.arrays[c.OUTPUT_NUM_TOKENS] for chunk in done])
+            tokens = tuple(int(t) for t in counts.reshape(-1))
+        return values.reshape(n, -1), tokens, info.meta.version or done[0].version
 
     async def classify(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        *,
-        truncate: bool,
-        timeout: float | None = None,
-        pairs: Sequence[str] | None = None,
+        self, target: ModelTarget, rows: Rows, *, timeout: float | None = None
     ) -> ClassifyResult:
-        arrays, version = await self._infer(
-            target, inputs, truncate, (c.OUTPUT_PROBS, c.OUTPUT_NUM_TOKENS), timeout, pairs
-        )
+        values, tokens, version = await self._infer(target, rows, c.OUTPUT_PROBS, timeout)
         labels = (await self._load_info(target, timeout)).meta.labels
-        probs: FloatArray = arrays[c.OUTPUT_PROBS].astype(np.float32).reshape(len(inputs), -1)
+        probs: FloatArray = values.astype(np.float32)
         if probs.shape[1] != len(labels):
             raise BackendError(
                 f"Triton model {target.backend_model!r} returned {probs.shape[1]} scores per "
                 f"input but declares {len(labels)} labels"
             )
-        tokens = tuple(int(t) for t in arrays[c.OUTPUT_NUM_TOKENS].reshape(-1))
         return ClassifyResult(probs, labels, tokens, version)
 
     async def embed(
-        self,
-        target: ModelTarget,
-        inputs: Sequence[str],
-        *,
-        truncate: bool,
-        timeout: float | None = None,
+        self, target: ModelTarget, rows: Rows, *, timeout: float | None = None
     ) -> EmbedResult:
-        arrays, version = await self._infer(
-            target, inputs, truncate, (c.OUTPUT_EMBEDDING, c.OUTPUT_NUM_TOKENS), timeout
-        )
-        vectors: FloatArray = arrays[c.OUTPUT_EMBEDDING].astype(np.float32).reshape(len(inputs), -1)
-        tokens = tuple(int(t) for t in arrays[c.OUTPUT_NUM_TOKENS].reshape(-1))
+        values, tokens, version = await self._infer(target, rows, c.OUTPUT_EMBEDDING, timeout)
+        vectors: FloatArray = values.astype(np.float32)
         return EmbedResult(vectors, tokens, version)
 
     async def generate(

@@ -33,11 +33,15 @@ DEMO_MODELS = (
 )
 
 
-def demo_config(triton_url: str, port: int, metrics_port: int | None) -> GatewayConfig:
+def demo_config(
+    triton_url: str, repository: Path, port: int, metrics_port: int | None
+) -> GatewayConfig:
+    """The gateway in front of the embedded Triton; it reads the same repository, so it
+    tokenizes itself and calls each model's encoder directly."""
     return GatewayConfig.from_mapping(
         {
             "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
-            "triton": {"url": triton_url},
+            "triton": {"url": triton_url, "repository": str(repository)},
             "models": list(DEMO_MODELS),
         },
         source="lmforge up",
@@ -112,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with TritonServer(repository) as triton:
             logger.info("tritonserver ready on %s (log %s)", triton.grpc_url, triton.log_path)
-            config = demo_config(triton.grpc_url, port, args.metrics_port)
+            config = demo_config(triton.grpc_url, repository, port, args.metrics_port)
             asyncio.run(serve(config, on_started=_show_calls_on))
     except (TritonStartError, OSError) as exc:
         logger.error("%s", exc)

@@ -100,7 +100,7 @@ async def test_classify_reports_served_by_usage_and_timing(gw: Gateway) -> None:
 async def test_truncation_defaults_to_end_and_none_disables_it(gw: Gateway) -> None:
     await gw.client.classify("sentiment", ["x"], truncation="unspecified")
     await gw.client.classify("sentiment", ["x"], truncation="none")
-    assert [call.truncate for call in gw.backend.calls] == [True, False]
+    assert [call.truncate for call in gw.backend.calls] == [(True,), (False,)]
 
 
 async def test_truncation_none_rejects_too_long_input_naming_it(gw: Gateway) -> None:

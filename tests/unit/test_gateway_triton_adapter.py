@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from gateway.backend import ModelTarget
+from gateway.backend import ModelTarget, TextRows
 from gateway.errors import BackendError, BackendUnavailable
-from gateway.triton_backend import TritonBackend, parse_model_config
+from gateway.triton_backend import TritonBackend
+from gateway.triton_contract import parse_model_config
 
 
 def config(**params: str) -> dict[str, Any]:
@@ -62,7 +63,7 @@ async def test_calls_fail_fast_with_backend_unavailable_when_triton_is_down() ->
     try:
         started = time.monotonic()
         with pytest.raises(BackendUnavailable):
-            await backend.embed(target, ["a"], truncate=True, timeout=10)
+            await backend.embed(target, TextRows(("a",), (True,)), timeout=10)
         assert not await backend.ready()
         assert not await backend.ready(target)
         assert time.monotonic() - started < 2.0

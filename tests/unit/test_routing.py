@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.breaker import CircuitBreaker
-from gateway.config import ConfigError, ModelConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import InvalidInput, ModelNotFound
 from gateway.routing import (
     PIN_METADATA_KEY,
@@ -86,12 +86,18 @@ def trip(router: Router, deployment: Deployment) -> None:
 
 
 def test_route_config_reads_todays_model_entry_as_one_deployment_on_the_default_endpoint() -> None:
-    legacy = ModelConfig(name="sentiment", task="classify", triton_model="sst2", version=2)
-    config = RouteConfig.model_validate(legacy.model_dump())
+    gateway = GatewayConfig.from_mapping(
+        {
+            "models": [
+                {"name": "sentiment", "task": "classify", "triton_model": "sst2", "version": 2}
+            ]
+        }
+    )
+    config = gateway.models[0]
     assert config.deployment_configs == (
         DeploymentConfig(name="sst2", triton_model="sst2", endpoint="default", version=2),
     )
-    plan = Router(RoutingTable.from_models([legacy])).plan("sentiment", "classify")
+    plan = Router(RoutingTable.from_config(gateway)).plan("sentiment", "classify")
     assert plan.deployments == (Deployment("sentiment", "sst2", "default", "sst2", 2),)
     assert plan.reason == "default" and plan.cascade is None and plan.shadow is None
 

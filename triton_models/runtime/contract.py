@@ -50,6 +50,7 @@ PARAM_DIMENSION = "lmforge_dimension"  # output width, decimal (embed)
 PARAM_MAX_LENGTH = "lmforge_max_length"  # the tokenizer's max sequence length, decimal
 PARAM_PROBLEM_TYPE = "lmforge_problem_type"  # classify: see PROBLEM_TYPES
 PARAM_TEXT_PAIRS = "lmforge_text_pairs"  # "true" when the model takes TEXT_PAIR
+PARAM_TOKENIZER_SHA256 = "lmforge_tokenizer_sha256"  # of <name>_tokenize's tokenizer.json
 
 TASK_EMBED = "embed"
 TASK_CLASSIFY = "classify"

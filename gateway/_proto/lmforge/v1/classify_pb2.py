@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gateway._proto.lmforge.v1 import common_pb2 as lmforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lmforge/v1/classify.proto\x12\nlmforge.v1\x1a\x17lmforge/v1/common.proto\"z\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12*\n\ntruncation\x18\x03 \x01(\x0e\x32\x16.lmforge.v1.Truncation\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\r\n\x05pairs\x18\x05 \x03(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"N\n\x0e\x43lassification\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.lmforge.v1.LabelScore\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\r\"\xae\x01\n\x10\x43lassifyResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lmforge.v1.Classification\x12\'\n\tserved_by\x18\x02 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.lmforge.v1.Usage\x12\"\n\x06timing\x18\x04 \x01(\x0b\x32\x12.lmforge.v1.Timingb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lmforge/v1/classify.proto\x12\nlmforge.v1\x1a\x17lmforge/v1/common.proto\"z\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12*\n\ntruncation\x18\x03 \x01(\x0e\x32\x16.lmforge.v1.Truncation\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\r\n\x05pairs\x18\x05 \x03(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"w\n\x0e\x43lassification\x12&\n\x06labels\x18\x01 \x03(\x0b\x32\x16.lmforge.v1.LabelScore\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\r\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\"\xae\x01\n\x10\x43lassifyResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lmforge.v1.Classification\x12\'\n\tserved_by\x18\x02 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\x12 \n\x05usage\x18\x03 \x01(\x0b\x32\x11.lmforge.v1.Usage\x12\"\n\x06timing\x18\x04 \x01(\x0b\x32\x12.lmforge.v1.Timingb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELSCORE']._serialized_start=190
   _globals['_LABELSCORE']._serialized_end=232
   _globals['_CLASSIFICATION']._serialized_start=234
-  _globals['_CLASSIFICATION']._serialized_end=312
-  _globals['_CLASSIFYRESPONSE']._serialized_start=315
-  _globals['_CLASSIFYRESPONSE']._serialized_end=489
+  _globals['_CLASSIFICATION']._serialized_end=353
+  _globals['_CLASSIFYRESPONSE']._serialized_start=356
+  _globals['_CLASSIFYRESPONSE']._serialized_end=530
 # @@protoc_insertion_point(module_scope)

@@ -98,19 +98,27 @@ class Classification(_message.Message):
 
     LABELS_FIELD_NUMBER: _builtins.int
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    SERVED_BY_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """Tokens the model read for this input (after truncation)."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelScore]: ...
+    @_builtins.property
+    def served_by(self) -> _common_pb2.ServedBy:
+        """The deployment that answered this input. With a confidence cascade the
+        inputs of one request may be answered by different models.
+        """
+
     def __init__(
         self,
         *,
         labels: _abc.Iterable[Global___LabelScore] | None = ...,
         input_tokens: _builtins.int = ...,
+        served_by: _common_pb2.ServedBy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["served_by", b"served_by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "labels", b"labels"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens", "labels", b"labels", "served_by", b"served_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lmforge/v1/models.proto\x12\nlmforge.v1\"\x13\n\x11ListModelsRequest\"\xe1\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x04task\x18\x02 \x01(\x0e\x32\x10.lmforge.v1.Task\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x1c\n\x14triton_model_version\x18\x05 \x01(\t\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x11\n\tdimension\x18\x07 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\x12\x12\n\nregression\x18\t \x01(\x08\x12\x12\n\ntext_pairs\x18\n \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.lmforge.v1.ModelInfo*R\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nTASK_EMBED\x10\x01\x12\x11\n\rTASK_CLASSIFY\x10\x02\x12\x11\n\rTASK_GENERATE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lmforge/v1/models.proto\x12\nlmforge.v1\"\x13\n\x11ListModelsRequest\"\xa5\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x04task\x18\x02 \x01(\x0e\x32\x10.lmforge.v1.Task\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x1c\n\x14triton_model_version\x18\x05 \x01(\t\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x11\n\tdimension\x18\x07 \x01(\r\x12\x18\n\x10max_input_tokens\x18\x08 \x01(\r\x12\x12\n\nregression\x18\t \x01(\x08\x12\x12\n\ntext_pairs\x18\n \x01(\x08\x12\x31\n\x0b\x64\x65ployments\x18\x0b \x03(\x0b\x32\x1c.lmforge.v1.DeploymentStatus\x12\x0f\n\x07routing\x18\x0c \x01(\t\"\xde\x01\n\x10\x44\x65ploymentStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x14\n\x0ctriton_model\x18\x03 \x01(\t\x12\x1c\n\x14triton_model_version\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x0f\n\x07\x62reaker\x18\x06 \x01(\t\x12\x14\n\x0csplit_weight\x18\x07 \x01(\x02\x12\x0e\n\x06shadow\x18\x08 \x01(\x08\x12\x15\n\rqueued_inputs\x18\t \x01(\r\x12\x19\n\x11gateway_tokenizes\x18\n \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.lmforge.v1.ModelInfo*R\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0e\n\nTASK_EMBED\x10\x01\x12\x11\n\rTASK_CLASSIFY\x10\x02\x12\x11\n\rTASK_GENERATE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway._proto.lmforge.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASK']._serialized_start=349
-  _globals['_TASK']._serialized_end=431
+  _globals['_TASK']._serialized_start=642
+  _globals['_TASK']._serialized_end=724
   _globals['_LISTMODELSREQUEST']._serialized_start=39
   _globals['_LISTMODELSREQUEST']._serialized_end=58
   _globals['_MODELINFO']._serialized_start=61
-  _globals['_MODELINFO']._serialized_end=286
-  _globals['_LISTMODELSRESPONSE']._serialized_start=288
-  _globals['_LISTMODELSRESPONSE']._serialized_end=347
+  _globals['_MODELINFO']._serialized_end=354
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=357
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=579
+  _globals['_LISTMODELSRESPONSE']._serialized_start=581
+  _globals['_LISTMODELSRESPONSE']._serialized_end=640
 # @@protoc_insertion_point(module_scope)

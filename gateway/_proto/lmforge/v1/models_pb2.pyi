@@ -70,6 +70,8 @@ class ModelInfo(_message.Message):
     MAX_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     REGRESSION_FIELD_NUMBER: _builtins.int
     TEXT_PAIRS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Logical name used in requests."""
     task: Global___Task.ValueType
@@ -89,9 +91,17 @@ class ModelInfo(_message.Message):
     """
     text_pairs: _builtins.bool
     """The model reads a second text per input (ClassifyRequest.pairs)."""
+    routing: _builtins.str
+    """How a deployment is chosen: "single", or the policies in use, e.g.
+    "split,cascade,shadow".
+    """
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Label names in model order (classification models)."""
+
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentStatus]:
+        """Where requests for this model may go, and the live state of each place."""
 
     def __init__(
         self,
@@ -106,14 +116,71 @@ class ModelInfo(_message.Message):
         max_input_tokens: _builtins.int = ...,
         regression: _builtins.bool = ...,
         text_pairs: _builtins.bool = ...,
+        deployments: _abc.Iterable[Global___DeploymentStatus] | None = ...,
+        routing: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "labels", b"labels", "max_input_tokens", b"max_input_tokens", "name", b"name", "ready", b"ready", "regression", b"regression", "task", b"task", "text_pairs", b"text_pairs", "triton_model", b"triton_model", "triton_model_version", b"triton_model_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "dimension", b"dimension", "labels", b"labels", "max_input_tokens", b"max_input_tokens", "name", b"name", "ready", b"ready", "regression", b"regression", "routing", b"routing", "task", b"task", "text_pairs", b"text_pairs", "triton_model", b"triton_model", "triton_model_version", b"triton_model_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class DeploymentStatus(_message.Message):
+    """One deployment of a logical model: a Triton model on one Triton server."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    TRITON_MODEL_FIELD_NUMBER: _builtins.int
+    TRITON_MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    BREAKER_FIELD_NUMBER: _builtins.int
+    SPLIT_WEIGHT_FIELD_NUMBER: _builtins.int
+    SHADOW_FIELD_NUMBER: _builtins.int
+    QUEUED_INPUTS_FIELD_NUMBER: _builtins.int
+    GATEWAY_TOKENIZES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    endpoint: _builtins.str
+    """The Triton server (endpoint name from the gateway config)."""
+    triton_model: _builtins.str
+    triton_model_version: _builtins.str
+    """The pinned version ("" when Triton chooses)."""
+    ready: _builtins.bool
+    breaker: _builtins.str
+    """Circuit breaker: "closed", "half_open" or "open"."""
+    split_weight: _builtins.float
+    """Share of traffic in a weighted split (0 when the route has no split)."""
+    shadow: _builtins.bool
+    """Receives copies of requests only (shadow traffic)."""
+    queued_inputs: _builtins.int
+    """Inputs waiting in this deployment's batcher."""
+    gateway_tokenizes: _builtins.bool
+    """True when the gateway tokenizes for it and calls its encoder directly."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        triton_model: _builtins.str = ...,
+        triton_model_version: _builtins.str = ...,
+        ready: _builtins.bool = ...,
+        breaker: _builtins.str = ...,
+        split_weight: _builtins.float = ...,
+        shadow: _builtins.bool = ...,
+        queued_inputs: _builtins.int = ...,
+        gateway_tokenizes: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker", b"breaker", "endpoint", b"endpoint", "gateway_tokenizes", b"gateway_tokenizes", "name", b"name", "queued_inputs", b"queued_inputs", "ready", b"ready", "shadow", b"shadow", "split_weight", b"split_weight", "triton_model", b"triton_model", "triton_model_version", b"triton_model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentStatus: _TypeAlias = DeploymentStatus  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):
