@@ -24,6 +24,7 @@ from gateway.client import AsyncLmforgeClient
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer, serve
 from gateway.settings import Settings
+from trainer.settings import settings as settings_of_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,11 @@ async def _show_calls_on(server: GatewayServer) -> None:
 def _run(args: argparse.Namespace) -> int:
     from triton_models.launcher import TritonServer, TritonStartError
 
-    repository = Path(args.repository).expanduser()
+    repository = (
+        Path(args.repository).expanduser()
+        if args.repository
+        else settings_of_trainer().cache / "demo-repository"
+    )
     if not args.no_build:
         try:
             build_demo_repository(repository)
@@ -133,8 +138,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--repository",
-        default="~/.cache/lmforge/demo-repository",
-        help="where the demo repository is written (default %(default)s)",
+        default=None,
+        help="where the demo repository is written (default: $LMFORGE_CACHE/demo-repository, "
+        "~/.cache/lmforge/demo-repository)",
     )
     parser.add_argument("--no-build", action="store_true", help="serve --repository as it is")
     parser.add_argument("--port", type=int, default=None, help="gateway port (default 50051)")

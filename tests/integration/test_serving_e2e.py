@@ -32,6 +32,18 @@ SENTENCES = [
 MODELS = [
     {"name": "minilm", "task": "embed", "triton_model": "minilm"},
     {"name": "sentiment", "task": "classify", "triton_model": "sentiment"},
+    # the same models through the ensemble (tokenized inside Triton): the "ensemble" endpoint
+    # is the same server, without the repository path that lets the gateway tokenize
+    {
+        "name": "minilm-ensemble",
+        "task": "embed",
+        "deployments": [{"name": "e", "triton_model": "minilm", "endpoint": "ensemble"}],
+    },
+    {
+        "name": "sentiment-ensemble",
+        "task": "classify",
+        "deployments": [{"name": "e", "triton_model": "sentiment", "endpoint": "ensemble"}],
+    },
 ]
 MAX_INPUTS = 16
 MAX_CHARS = 2000
@@ -52,12 +64,12 @@ def triton(demo_repository: Path) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def gateway(triton: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("gateway")
+    url = triton.grpc_url  # type: ignore[attr-defined]
     config = gateway_config(
-        triton.grpc_url,  # type: ignore[attr-defined]
-        MODELS,
-        max_inputs_per_request=MAX_INPUTS,
-        max_chars_per_input=MAX_CHARS,
+        url, MODELS, max_inputs_per_request=MAX_INPUTS, max_chars_per_input=MAX_CHARS
     )
+    config["triton"]["repository"] = str(triton.repository)  # type: ignore[attr-defined]
+    config["endpoints"] = {"ensemble": {"url": url}}
     process = start_gateway(workdir, config)
     yield process
     process.stop()
@@ -151,12 +163,36 @@ def test_classify_top_k_returns_best_label_first(client: LmforgeClient) -> None:
 
 
 def test_list_models_reports_labels_and_dimension(client: LmforgeClient) -> None:
+    client.embed("minilm", ["warm up"])  # deployments describe their tokenizer once used
+    client.embed("minilm-ensemble", ["warm up"])
     models = {m.name: m for m in client.list_models()}
     assert models["minilm"].task == "embed" and models["minilm"].dimension == 384
     assert models["sentiment"].task == "classify"
     assert sorted(models["sentiment"].labels) == ["negative", "positive"]
     assert all(m.ready for m in models.values())
     assert all(m.triton_model_version == "1" for m in models.values())
+    assert models["minilm"].deployments[0].gateway_tokenizes
+    assert not models["minilm-ensemble"].deployments[0].gateway_tokenizes
+
+
+def test_gateway_tokenization_gives_what_the_ensemble_gives(client: LmforgeClient) -> None:
+    """One tokenizer definition, two paths: the gateway tokenizing and calling the encoder
+    must equal Triton's own tokenize → encoder ensemble, token for token."""
+    texts = SENTENCES + _sst2_dev(24) + [" ".join(["word"] * 300)]
+    for start in range(0, len(texts), MAX_INPUTS):
+        chunk = texts[start : start + MAX_INPUTS]
+        direct = client.embed("minilm", chunk)
+        ensemble = client.embed("minilm-ensemble", chunk)
+        assert direct.input_tokens == ensemble.input_tokens
+        diff = np.abs(np.asarray(direct.embeddings) - np.asarray(ensemble.embeddings)).max()
+        assert diff < 1e-5, diff
+        scores = client.classify("sentiment", chunk)
+        scores_ensemble = client.classify("sentiment-ensemble", chunk)
+        assert [r.input_tokens for r in scores.results] == [
+            r.input_tokens for r in scores_ensemble.results
+        ]
+        for a, b in zip(scores.results, scores_ensemble.results, strict=True):
+            assert a.top.label == b.top.label and abs(a.top.score - b.top.score) < 1e-5
 
 
 def test_unknown_model_is_not_found(client: LmforgeClient) -> None:
@@ -189,15 +225,18 @@ def test_bad_input_is_invalid_argument_with_field_violation(
         assert field in [v.field for v in info.value.violations], info.value
 
 
-def test_too_many_tokens_without_truncation_is_invalid_argument(client: LmforgeClient) -> None:
+@pytest.mark.parametrize("model", ["minilm", "minilm-ensemble"])
+def test_too_many_tokens_without_truncation_is_invalid_argument(
+    client: LmforgeClient, model: str
+) -> None:
     long_text = " ".join(["word"] * 300)  # under the char limit, over 256 tokens
     assert len(long_text) < MAX_CHARS
     with pytest.raises(LmforgeError) as info:
-        client.embed("minilm", ["short", long_text], truncation="none")
+        client.embed(model, ["short", long_text], truncation="none")
     assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT
     assert "inputs[1]" in [v.field for v in info.value.violations], info.value
     # the same text is accepted, cut to the model's length, when truncation is on
-    reply = client.embed("minilm", ["short", long_text], truncation="end")
+    reply = client.embed(model, ["short", long_text], truncation="end")
     assert reply.input_tokens[1] == 256
 
 

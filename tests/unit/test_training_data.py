@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from trainer.datasets import datasets_root
 from trainer.errors import DataError
 from trainer.training.config import DataSource, TaskConfig
 from trainer.training.data import load_examples
 
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason="shared datasets not present")
+DATASETS = datasets_root()  # the datasets shipped in the checkout
 
 
 def task(path: Path, **kw: object) -> TaskConfig:
@@ -30,7 +30,6 @@ def source(path: Path, **kw: object) -> DataSource:
     return DataSource.model_validate({"path": str(path), **kw})
 
 
-@needs_datasets
 def test_stsb_quoted_fields_are_read_with_a_csv_parser() -> None:
     path = DATASETS / "stsb" / "train.tsv"
     t = task(path, type="regression", text_fields=["sentence1", "sentence2"], label_field="score")
@@ -44,7 +43,6 @@ def test_stsb_quoted_fields_are_read_with_a_csv_parser() -> None:
     assert min(examples.labels) >= 0.0 and max(examples.labels) <= 5.0
 
 
-@needs_datasets
 def test_trec_labels_are_class_names_in_sorted_order() -> None:
     t = task(DATASETS / "trec" / "train.tsv")
     examples = load_examples(t, t.train)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -206,7 +207,10 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
         pbtxt.tokenize_name(spec): pbtxt.tokenize_config(spec, signature),
         pbtxt.encoder_name(spec): pbtxt.encoder_config(spec, signature),
     }
-    ensemble = pbtxt.ensemble_config(spec, signature, loaded.labels)
+    tokenizer_file = tokenize_dir / VERSION / contract.TOKENIZER_FILE
+    ensemble = pbtxt.ensemble_config(
+        spec, signature, loaded.labels, hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
+    )
     pbtxt.check_ensemble_wiring(ensemble, configs)
     for name, config in configs.items():
         write_config(root / name, config)

@@ -58,6 +58,12 @@ def _params(values: dict[str, str]) -> dict[str, Any]:
     return {key: {"string_value": value} for key, value in values.items()}
 
 
+def _with_dynamic_batching(config: ConfigDict, model: ModelSpec) -> ConfigDict:
+    if model.dynamic_batching.enabled:
+        config["dynamic_batching"] = _dynamic_batching(model)
+    return config
+
+
 def _dynamic_batching(model: ModelSpec) -> dict[str, Any]:
     batching: dict[str, Any] = {
         "max_queue_delay_microseconds": model.dynamic_batching.max_queue_delay_us
@@ -91,23 +97,27 @@ def _text_inputs(signature: EncoderSignature) -> list[dict[str, Any]]:
 def tokenize_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict:
     outputs = _token_tensors(signature.inputs, ragged=False)
     outputs.append({"name": contract.OUTPUT_NUM_TOKENS, "data_type": "TYPE_INT32", "dims": [1]})
-    return {
-        "name": tokenize_name(model),
-        "backend": "python",
-        "max_batch_size": model.max_batch_size,
-        "input": _text_inputs(signature),
-        "output": outputs,
-        "dynamic_batching": _dynamic_batching(model),
-        "instance_group": [{"kind": "KIND_CPU", "count": model.instances}],
-        "parameters": _params(
-            {
-                contract.TOKENIZE_MAX_LENGTH: str(model.max_length),
-                contract.TOKENIZE_BUCKETS: ",".join(str(b) for b in model.all_buckets),
-                contract.TOKENIZE_FILE: contract.TOKENIZER_FILE,
-                contract.TOKENIZE_EMIT_TOKEN_TYPE_IDS: str(signature.uses_token_type_ids).lower(),
-            }
-        ),
-    }
+    return _with_dynamic_batching(
+        {
+            "name": tokenize_name(model),
+            "backend": "python",
+            "max_batch_size": model.max_batch_size,
+            "input": _text_inputs(signature),
+            "output": outputs,
+            "instance_group": [{"kind": "KIND_CPU", "count": model.instances}],
+            "parameters": _params(
+                {
+                    contract.TOKENIZE_MAX_LENGTH: str(model.max_length),
+                    contract.TOKENIZE_BUCKETS: ",".join(str(b) for b in model.all_buckets),
+                    contract.TOKENIZE_FILE: contract.TOKENIZER_FILE,
+                    contract.TOKENIZE_EMIT_TOKEN_TYPE_IDS: str(
+                        signature.uses_token_type_ids
+                    ).lower(),
+                }
+            ),
+        },
+        model,
+    )
 
 
 def tensorrt_profiles(model: ModelSpec) -> list[tuple[int, int]]:
@@ -126,8 +136,8 @@ def encoder_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict:
         "max_batch_size": model.max_batch_size,
         "input": _token_tensors(signature.inputs, ragged=model.target == "cpu"),
         "output": [{"name": signature.output, "data_type": "TYPE_FP32", "dims": [signature.width]}],
-        "dynamic_batching": _dynamic_batching(model),
     }
+    _with_dynamic_batching(config, model)
     if model.target == "cpu":
         config["backend"] = "python"
         config["instance_group"] = [{"kind": "KIND_CPU", "count": model.instances}]
@@ -154,7 +164,10 @@ def encoder_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict:
 
 
 def ensemble_config(
-    model: ModelSpec, signature: EncoderSignature, labels: tuple[str, ...]
+    model: ModelSpec,
+    signature: EncoderSignature,
+    labels: tuple[str, ...],
+    tokenizer_sha256: str = "",
 ) -> ConfigDict:
     tokens = {name: f"_{name}" for name in signature.inputs}
     out = signature.output
@@ -169,6 +182,8 @@ def ensemble_config(
         parameters[contract.PARAM_DIMENSION] = str(signature.width)
     if signature.text_pairs:
         parameters[contract.PARAM_TEXT_PAIRS] = "true"
+    if tokenizer_sha256:  # lets a gateway that reads the repository tokenize identically
+        parameters[contract.PARAM_TOKENIZER_SHA256] = tokenizer_sha256
     text_map = {t["name"]: t["name"] for t in _text_inputs(signature)}
     return {
         "name": model.name,
@@ -228,8 +243,6 @@ def _check_semantics(message: model_config_pb2.ModelConfig) -> None:
         for i, step in enumerate(message.ensemble_scheduling.step):
             if not step.model_name:
                 raise ModelConfigError(message.name, f"ensemble step {i} names no model")
-    elif message.max_batch_size > 0 and not message.HasField("dynamic_batching"):
-        raise ModelConfigError(message.name, "composing models must use dynamic_batching")
 
 
 def render(config: ConfigDict) -> str:

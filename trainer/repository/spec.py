@@ -51,6 +51,10 @@ DEFAULT_PARITY_SENTENCES: tuple[str, ...] = (
 
 
 class DynamicBatching(StrictModel):
+    """Triton's dynamic batcher on the composing models (``enabled: false`` leaves batching
+    across requests to the gateway alone)."""
+
+    enabled: bool = True
     max_queue_delay_us: int = Field(default=2000, ge=0, le=10_000_000)
     preferred_batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = ()
 
