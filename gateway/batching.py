@@ -23,7 +23,14 @@ from typing import Generic, TypeVar
 
 from pydantic import Field
 
-from gateway.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    DeadlineExceeded,
+    GatewayError,
+    InvalidInput,
+    Overloaded,
+)
 from lmforge.strict import StrictModel
 
 logger = logging.getLogger(__name__)
@@ -31,18 +38,36 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-RunBatch = Callable[[Sequence[T]], Awaitable[Sequence[R]]]
+
+@dataclass(frozen=True)
+class ItemError:
+    """One input's failure inside a batch that otherwise ran (e.g. one input too long): only
+    the caller that submitted it fails, with this error."""
+
+    error: GatewayError
+
+
+RunBatch = Callable[[Sequence[T]], Awaitable[Sequence[R | ItemError]]]
 
 
 class BatchingConfig(StrictModel):
     """How one target's inputs are grouped into backend calls."""
 
     enabled: bool = Field(True, description="false: each request is one backend call")
-    max_batch_size: int = Field(32, ge=1, description="inputs per batch")
+    max_batch_size: int = Field(16, ge=1, description="inputs per batch")
     max_batch_tokens: int = Field(8192, ge=1, description="budget: longest length x inputs")
-    max_wait_ms: float = Field(2.0, ge=0, description="wait of the oldest input for company")
+    max_wait_ms: float = Field(
+        0.0, ge=0, description="wait of the oldest input for company while a slot is free"
+    )
     max_queued_inputs: int = Field(1024, ge=1, description="pending inputs; more are rejected")
-    max_in_flight_batches: int = Field(2, ge=1, description="batches running concurrently")
+    max_in_flight_batches: int = Field(1, ge=1, description="batches running concurrently")
+    min_fill: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="stop growing a batch before its real/padded tokens drop below this; the "
+        "rest waits for the next batch (padding is compute spent on nothing)",
+    )
 
     def check_fits(self, max_length: int) -> None:
         """Raise ``ValueError`` when one input of ``max_length`` tokens exceeds the budget."""
@@ -208,7 +233,10 @@ class Batcher(Generic[T, R]):
         finally:
             run_seconds = self._clock() - started
             self._report(lengths, 0.0, run_seconds, ok)
-        return Batched(list(results), 0.0, run_seconds, 1)
+        failures = [r.error for r in results if isinstance(r, ItemError)]
+        if failures:
+            raise _merged(failures)
+        return Batched([r for r in results if not isinstance(r, ItemError)], 0.0, run_seconds, 1)
 
     async def _loop(self) -> None:
         try:
@@ -266,10 +294,18 @@ class Batcher(Generic[T, R]):
         )
         lo = ordered.index(anchor)
         hi = lo + 1
+        real = anchor.length
+
+        def fits(added: int, longest: int, count: int) -> bool:
+            padded = longest * count
+            filled = (real + added) >= config.min_fill * padded
+            return padded <= config.max_batch_tokens and filled
+
         while hi - lo < config.max_batch_size:
             count = hi - lo + 1
-            left_fits = lo > 0 and ordered[hi - 1].length * count <= config.max_batch_tokens
-            right_fits = hi < len(ordered) and ordered[hi].length * count <= config.max_batch_tokens
+            longest = ordered[hi - 1].length
+            left_fits = lo > 0 and fits(ordered[lo - 1].length, longest, count)
+            right_fits = hi < len(ordered) and fits(ordered[hi].length, ordered[hi].length, count)
             if left_fits and right_fits:
                 take_left = (
                     anchor.length - ordered[lo - 1].length <= ordered[hi].length - anchor.length
@@ -280,7 +316,9 @@ class Batcher(Generic[T, R]):
                 break
             if take_left:
                 lo -= 1
+                real += ordered[lo].length
             else:
+                real += ordered[hi].length
                 hi += 1
         return sorted(ordered[lo:hi], key=lambda e: e.seq)
 
@@ -324,6 +362,12 @@ class Batcher(Generic[T, R]):
         else:
             ok = True
             done = self._clock()
+            errors: dict[_Request[R], list[GatewayError]] = {}
+            for entry, result in zip(batch, results, strict=True):
+                if isinstance(result, ItemError):
+                    errors.setdefault(entry.request, []).append(result.error)
+            for request, failures in errors.items():
+                self._fail(request, _merged(failures))
             for entry, result in zip(batch, results, strict=True):
                 self._deliver(entry, result, done)
         finally:
@@ -334,16 +378,18 @@ class Batcher(Generic[T, R]):
                 ok,
             )
 
-    def _check_count(self, results: Sequence[R], expected: int) -> None:
+    def _check_count(self, results: Sequence[R | ItemError], expected: int) -> None:
         if len(results) != expected:
             raise BackendError(
                 f"{self.name}: backend returned {len(results)} results for a batch of {expected}"
             )
 
-    def _deliver(self, entry: _Entry[T, R], result: R, done: float) -> None:
+    def _deliver(self, entry: _Entry[T, R], result: R | ItemError, done: float) -> None:
         request = entry.request
         if request.future.done():
             return
+        if isinstance(result, ItemError):
+            return  # the caller was failed with its items' errors before delivery
         request.results[entry.index] = result
         if len(request.results) == request.size:
             results = [request.results[i] for i in range(request.size)]
@@ -352,6 +398,7 @@ class Batcher(Generic[T, R]):
             request.future.set_result(Batched(results, queued, ran, request.batches))
 
     def _fail(self, request: _Request[R], exc: BaseException) -> None:
+        # the caller's other inputs still queued are dropped: its answer is this error
         self._drop_pending(request)
         if not request.future.done():
             request.future.set_exception(exc)
@@ -373,3 +420,13 @@ class Batcher(Generic[T, R]):
             self._on_batch(stats)
         except Exception:
             logger.exception("batcher %s: on_batch callback failed", self.name)
+
+
+def _merged(errors: Sequence[GatewayError]) -> GatewayError:
+    """One error for a caller whose inputs failed one by one: every field violation when they
+    are all invalid inputs, else the first error."""
+    if all(isinstance(e, InvalidInput) for e in errors):
+        return InvalidInput.from_violations(
+            v for e in errors if isinstance(e, InvalidInput) for v in e.violations
+        )
+    return errors[0]

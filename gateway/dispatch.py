@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from gateway.backend import (
     TextRows,
     TokenRows,
 )
-from gateway.batching import Batched, Batcher, BatchingConfig, BatchStats
+from gateway.batching import Batched, Batcher, BatchingConfig, BatchStats, ItemError
 from gateway.config import GatewayConfig
 from gateway.errors import (
     BackendError,
@@ -54,6 +55,7 @@ CHARS_PER_TOKEN = 4
 class RowInput:
     """One input of one request, as the batcher carries it."""
 
+    index: int  # its position in the caller's request: errors name ``inputs[index]``
     text: str
     pair: str | None
     truncate: bool
@@ -196,7 +198,7 @@ class DeploymentRunner:
         max_length = self._meta.max_length if self._meta and self._meta.max_length else 512
         if self._encoder is None:
             rows = [
-                RowInput(t, None if pairs is None else pairs[i], truncate[i], None, deadline)
+                RowInput(i, t, None if pairs is None else pairs[i], truncate[i], None, deadline)
                 for i, t in enumerate(texts)
             ]
             estimates = [
@@ -217,12 +219,33 @@ class DeploymentRunner:
         if too_long:
             raise InvalidInput.from_violations(too_long)
         rows = [
-            RowInput(t, None if pairs is None else pairs[i], truncate[i], encodings[i], deadline)
+            RowInput(i, t, None if pairs is None else pairs[i], truncate[i], encodings[i], deadline)
             for i, t in enumerate(texts)
         ]
         return rows, [len(e.ids) for e in encodings]
 
-    async def _run_batch(self, batch: Sequence[RowInput]) -> list[RowOutput]:
+    async def _run_batch(self, batch: Sequence[RowInput]) -> list[RowOutput | ItemError]:
+        """Run a batch; an input the engine refuses (too long) fails only its own caller: the
+        engine names the row, the others run again without it."""
+        try:
+            return list(await self._run_rows(batch))
+        except InvalidInput as exc:
+            bad = _rows_named(exc, len(batch))
+            if not bad:
+                raise
+        done: dict[int, RowOutput | ItemError] = {
+            i: ItemError(
+                InvalidInput.from_violations([FieldViolation(f"inputs[{batch[i].index}]", why)])
+            )
+            for i, why in bad.items()
+        }
+        rest = [i for i in range(len(batch)) if i not in bad]
+        if rest:
+            again = await self._run_batch([batch[i] for i in rest])
+            done.update(zip(rest, again, strict=True))
+        return [done[i] for i in range(len(batch))]
+
+    async def _run_rows(self, batch: Sequence[RowInput]) -> list[RowOutput]:
         rows: Rows
         if self._encoder is not None and all(r.encoding is not None for r in batch):
             encodings = [r.encoding for r in batch if r.encoding is not None]
@@ -291,6 +314,20 @@ class DeploymentRunner:
             await asyncio.sleep(0.05)
         if self._batcher is not None:
             await self._batcher.close()
+
+
+_ROW_FIELD = re.compile(r"^inputs\[(\d+)\]$")
+
+
+def _rows_named(error: InvalidInput, rows: int) -> dict[int, str]:
+    """The batch rows an engine's invalid-input error names (``inputs[k]``), with why."""
+    named: dict[int, str] = {}
+    for violation in error.violations:
+        found = _ROW_FIELD.match(violation.field)
+        if found is None or int(found.group(1)) >= rows:
+            return {}
+        named[int(found.group(1))] = violation.description
+    return named
 
 
 RunnerKey = tuple[str, str, str, str, int | None]

@@ -89,9 +89,7 @@ async def closed_loop(
     )
 
 
-async def open_loop(
-    call: Call, rate: float, duration: float, grace: float = 10.0
-) -> LoadResult:
+async def open_loop(call: Call, rate: float, duration: float, grace: float = 10.0) -> LoadResult:
     """Start ``rate`` calls per second for ``duration`` seconds regardless of answers; a call
     still unanswered ``grace`` seconds after the last start counts as hung."""
     latencies: list[float] = []

@@ -20,6 +20,7 @@ from gateway.backend import ModelMetadata, TokenizerSpec
 from gateway.errors import BackendError
 from gateway.routing_config import Task
 from triton_models.runtime import contract as c
+from triton_models.runtime.text import parse_buckets
 
 ModelConfigJson = dict[str, Any]
 
@@ -131,8 +132,8 @@ def tokenizer_spec(
         )
     try:
         max_length = int(params[c.TOKENIZE_MAX_LENGTH])
-        buckets = tuple(int(b) for b in params.get(c.TOKENIZE_BUCKETS, "").split(",") if b.strip())
+        buckets = parse_buckets(params.get(c.TOKENIZE_BUCKETS, ""), max_length)
     except (KeyError, ValueError) as exc:
         raise BackendError(f"{model}{c.TOKENIZE_SUFFIX} has bad parameters: {exc}") from exc
     emit = params.get(c.TOKENIZE_EMIT_TOKEN_TYPE_IDS, "true").lower() == "true"
-    return TokenizerSpec(path, max_length, buckets or (max_length,), emit)
+    return TokenizerSpec(path, max_length, buckets, emit)

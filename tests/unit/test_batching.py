@@ -81,7 +81,13 @@ def make(
     max_length: int = 512,
     **config: object,
 ) -> Batcher[str, str]:
-    settings: dict[str, object] = {"max_wait_ms": LONG_WAIT_MS, "max_batch_tokens": 100_000}
+    settings: dict[str, object] = {
+        "max_wait_ms": LONG_WAIT_MS,
+        "max_batch_tokens": 100_000,
+        "max_batch_size": 32,
+        "max_in_flight_batches": 2,
+        "min_fill": 0.0,
+    }
     settings.update(config)
     return Batcher(
         "enc",
@@ -499,3 +505,26 @@ async def test_close_fails_queued_callers_and_waits_for_running_batches() -> Non
     assert "queued" not in run.seen()
     with pytest.raises(BackendUnavailable, match="closed"):
         await asyncio.wait_for(batcher.submit(["after"], [1]), 1.0)
+
+
+async def test_min_fill_keeps_short_and_long_inputs_in_separate_batches() -> None:
+    run = FakeRun()
+    batcher = make(run, max_in_flight_batches=1, min_fill=0.6, max_wait_ms=0)
+    gate = await occupy_only_slot(run, batcher)
+    lengths = [10, 12, 11, 60, 58, 9, 62]
+    tasks = [spawn(batcher.submit([f"x{n}"], [n])) for n in lengths]
+    await settle()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 1.0)
+    batches = run.batches[1:]
+    assert sorted(map(sorted, batches)) == [["x10", "x11", "x12", "x9"], ["x58", "x60", "x62"]]
+    padded = sum(max(int(i[1:]) for i in b) * len(b) for b in batches)
+    assert padded < max(lengths) * len(lengths) * 0.6  # one mixed batch would pad far more
+
+
+async def test_min_fill_never_leaves_the_oldest_input_behind() -> None:
+    run = FakeRun()
+    batcher = make(run, min_fill=1.0, max_wait_ms=0)
+    replies = await asyncio.gather(batcher.submit(["a", "b"], [3, 40]))
+    assert replies[0].results == ["out:a", "out:b"]
+    assert all(len(b) == 1 for b in run.batches)  # each alone: any pair pads

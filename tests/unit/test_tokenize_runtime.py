@@ -28,7 +28,13 @@ needs_minilm = pytest.mark.skipif(
 
 def test_parse_buckets_sorts_dedupes_and_always_ends_with_max_length() -> None:
     assert parse_buckets("64, 16,32,16", 128) == (16, 32, 64, 128)
-    assert parse_buckets([], 8) == (8,)
+    assert parse_buckets([4], 8) == (4, 8)
+
+
+def test_exact_or_empty_buckets_pad_each_batch_to_its_longest_row() -> None:
+    assert parse_buckets("exact", 128) == parse_buckets("", 128) == parse_buckets([], 8) == ()
+    assert choose_bucket(13, ()) == 13
+    assert choose_bucket(13, (16, 32)) == 16
 
 
 def test_parse_buckets_rejects_buckets_beyond_max_length() -> None:

@@ -119,7 +119,7 @@ def demo_spec(minilm: Path, sentiment: Path, dev_file: Path) -> RepositorySpec:
     common: dict[str, Any] = {
         "target": "cpu",
         "max_batch_size": 32,
-        "dynamic_batching": {"max_queue_delay_us": 2000, "preferred_batch_sizes": [8, 16, 32]},
+        "dynamic_batching": {"max_queue_delay_us": 0},
         "parity": {"atol": 1e-4, "min_cosine": 0.9999, "dataset": parity_data},
     }
     models = [
@@ -128,7 +128,6 @@ def demo_spec(minilm: Path, sentiment: Path, dev_file: Path) -> RepositorySpec:
             "task": "embed",
             "checkpoint": str(minilm),
             "max_length": 256,
-            "buckets": [16, 32, 64, 128],
             **common,
         },
         {
@@ -136,7 +135,6 @@ def demo_spec(minilm: Path, sentiment: Path, dev_file: Path) -> RepositorySpec:
             "task": "classify",
             "checkpoint": str(sentiment),
             "max_length": 128,
-            "buckets": [16, 32, 64],
             **common,
         },
     ]

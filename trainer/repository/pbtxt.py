@@ -108,7 +108,8 @@ def tokenize_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict
             "parameters": _params(
                 {
                     contract.TOKENIZE_MAX_LENGTH: str(model.max_length),
-                    contract.TOKENIZE_BUCKETS: ",".join(str(b) for b in model.all_buckets),
+                    contract.TOKENIZE_BUCKETS: ",".join(str(b) for b in model.all_buckets)
+                    or contract.EXACT_LENGTH,
                     contract.TOKENIZE_FILE: contract.TOKENIZER_FILE,
                     contract.TOKENIZE_EMIT_TOKEN_TYPE_IDS: str(
                         signature.uses_token_type_ids

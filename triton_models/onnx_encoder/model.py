@@ -53,6 +53,15 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get(contract.ENCODER_INTRA_OP_THREADS) or 0)
         options.inter_op_num_threads = int(params.get(contract.ENCODER_INTER_OP_THREADS) or 0)
+        # idle intra-op threads spin for a while by default: on a few shared cores that burns
+        # the CPU the gateway and Triton's own threads need
+        spinning = params.get(contract.ENCODER_ALLOW_SPINNING, "false").lower() == "true"
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if spinning else "0"
+        )
+        options.add_session_config_entry(
+            "session.inter_op.allow_spinning", "1" if spinning else "0"
+        )
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]

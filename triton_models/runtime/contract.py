@@ -60,7 +60,9 @@ PROBLEM_TYPES = (PROBLEM_CLASSIFICATION, PROBLEM_REGRESSION)
 
 # -- the tokenizer model's parameters ---------------------------------------------------------
 TOKENIZE_MAX_LENGTH = "max_length"
-TOKENIZE_BUCKETS = "buckets"  # "16,32,64,128": pad lengths, ascending, last = max_length
+TOKENIZE_BUCKETS = "buckets"  # "16,32,64,128": pad lengths, ascending, last = max_length;
+#                                  or EXACT_LENGTH: pad each batch to its longest row
+EXACT_LENGTH = "exact"
 TOKENIZE_FILE = "tokenizer_file"  # in the version folder, default tokenizer.json
 TOKENIZE_EMIT_TOKEN_TYPE_IDS = "emit_token_type_ids"  # "true" | "false"
 TOKENIZE_DEFAULT_TRUNCATE = "default_truncate"  # when a request has no TRUNCATE input
@@ -70,6 +72,7 @@ TOKENIZER_FILE = "tokenizer.json"
 ENCODER_MODEL_FILE = "model_file"  # in the version folder, default model.onnx
 ENCODER_INTRA_OP_THREADS = "intra_op_threads"  # 0: ONNX Runtime decides
 ENCODER_INTER_OP_THREADS = "inter_op_threads"
+ENCODER_ALLOW_SPINNING = "allow_spinning"  # "true" | "false" (default): idle threads spin
 
 # -- names of the generated models and files -------------------------------------------------
 TOKENIZE_SUFFIX = "_tokenize"

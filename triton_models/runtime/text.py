@@ -34,10 +34,15 @@ class InputTooLongError(ValueError):
 
 
 def parse_buckets(value: str | Sequence[int], max_length: int) -> tuple[int, ...]:
-    """Sorted, unique bucket lengths; ``max_length`` is always the last bucket."""
+    """Sorted, unique bucket lengths; ``max_length`` is always the last bucket. ``"exact"``
+    (or no buckets at all) gives ``()``: every batch is padded to its own longest row."""
+    if isinstance(value, str) and value.strip() == contract.EXACT_LENGTH:
+        return ()
     items = (
         [int(v) for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
     )
+    if not items:
+        return ()
     if any(b < 1 for b in items):
         raise ValueError(f"bucket lengths must be positive, got {items}")
     if any(b > max_length for b in items):
@@ -46,7 +51,10 @@ def parse_buckets(value: str | Sequence[int], max_length: int) -> tuple[int, ...
 
 
 def choose_bucket(longest: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket ≥ ``longest`` (buckets sorted ascending)."""
+    """The smallest bucket ≥ ``longest`` (buckets sorted ascending); ``longest`` itself when
+    there are no buckets (exact-length padding)."""
+    if not buckets:
+        return longest
     for bucket in buckets:
         if bucket >= longest:
             return bucket
@@ -89,7 +97,7 @@ def pad_rows(
 class TextEncoder:
     """A fast tokenizer with lmforge's truncation and bucketing rules."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, buckets: Sequence[int]) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_length: int, buckets: str | Sequence[int]) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         self.max_length = max_length
@@ -101,7 +109,7 @@ class TextEncoder:
         self._tokenizer = tokenizer
 
     @classmethod
-    def from_file(cls, path: Path, max_length: int, buckets: Sequence[int]) -> TextEncoder:
+    def from_file(cls, path: Path, max_length: int, buckets: str | Sequence[int]) -> TextEncoder:
         return cls(Tokenizer.from_file(str(path)), max_length, buckets)
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoding]:

@@ -48,9 +48,7 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         tokenizer_file = version_dir / params.get(contract.TOKENIZE_FILE, contract.TOKENIZER_FILE)
         max_length = int(params[contract.TOKENIZE_MAX_LENGTH])
-        buckets = [
-            int(b) for b in params.get(contract.TOKENIZE_BUCKETS, "").split(",") if b.strip()
-        ]
+        buckets = params.get(contract.TOKENIZE_BUCKETS, contract.EXACT_LENGTH)
         self.encoder = TextEncoder.from_file(tokenizer_file, max_length, buckets)
         self.emit_token_type_ids = (
             params.get(contract.TOKENIZE_EMIT_TOKEN_TYPE_IDS, "true").lower() == "true"
