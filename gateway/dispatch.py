@@ -43,7 +43,8 @@ from gateway.errors import (
 )
 from gateway.routing import Deployment
 from gateway.routing_config import Task
-from triton_models.runtime.text import TextEncoder
+from triton_models.runtime.contract import INPUT_TOO_LONG
+from triton_models.runtime.text import InputTooLongError, TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -207,17 +208,17 @@ class DeploymentRunner:
             ]
             return rows, estimates
         encodings = self._encoder.encode(texts, pairs)
-        too_long = [
-            FieldViolation(
-                f"inputs[{i}]",
-                f"has {self._encoder.untruncated_length(texts[i], pairs[i] if pairs else None)} "
-                f"tokens, more than the model's max_length {self._encoder.max_length}",
-            )
-            for i, (enc, may_cut) in enumerate(zip(encodings, truncate, strict=True))
-            if enc.overflowing and not may_cut
-        ]
-        if too_long:
-            raise InvalidInput.from_violations(too_long)
+        try:
+            self._encoder.check_lengths(texts, encodings, truncate, pairs)
+        except InputTooLongError as exc:
+            raise InvalidInput.from_violations(
+                FieldViolation(
+                    f"inputs[{row}]",
+                    f"{INPUT_TOO_LONG}: {n} tokens, more than the model's max_length "
+                    f"{exc.max_length}",
+                )
+                for row, n in sorted(exc.rows.items())
+            ) from None
         rows = [
             RowInput(i, t, None if pairs is None else pairs[i], truncate[i], encodings[i], deadline)
             for i, t in enumerate(texts)

@@ -229,10 +229,14 @@ class TritonBackend:
             )
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
-            row = c.too_long_row(message)
-            if row is not None and 0 <= row < rows:
+            named = c.too_long_rows(message)
+            if named and all(0 <= row < rows for row in named):
                 raise InvalidInput.from_violations(
-                    [FieldViolation(f"inputs[{offset + row}]", message)]
+                    FieldViolation(
+                        f"inputs[{offset + row}]",
+                        f"{c.INPUT_TOO_LONG}: {n} tokens, more than the model's maximum",
+                    )
+                    for row, n in sorted(named.items())
                 ) from None
             raise self._error(exc, model) from None
         arrays = {}

@@ -124,7 +124,8 @@ async def test_input_too_long_becomes_invalid_argument_naming_each_input(
     before = _requests_seen(triton, "tiny_classify")
     with pytest.raises(LmforgeError) as info:
         await gw.client.classify("tiny-sentiment", texts, truncation="none")
-    # one Triton request per chunk: the model's error names the row, nothing is re-sent
+    # the model's error names every too-long row: nothing is re-sent to find them (the
+    # batcher sent the three short inputs and the two long ones as two batches)
     assert _requests_seen(triton, "tiny_classify") - before == 2
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in info.value.violations] == ["inputs[1]", "inputs[4]"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triton_models.runtime.contract import INPUT_TOO_LONG, too_long_row
+from triton_models.runtime.contract import INPUT_TOO_LONG, too_long_rows
 from triton_models.runtime.ragged import merge_requests, pad_to_length, split_rows
 from triton_models.runtime.text import (
     InputTooLongError,
@@ -82,17 +82,19 @@ def test_text_encoder_truncates_when_allowed_and_keeps_sep_last() -> None:
 
 
 @needs_minilm
-def test_text_encoder_rejects_too_long_row_naming_it_when_truncation_is_off() -> None:
+def test_text_encoder_names_every_too_long_row_when_truncation_is_off() -> None:
     encoder = TextEncoder.from_file(MINILM / "tokenizer.json", 16, [8])
     with pytest.raises(InputTooLongError) as info:
-        encoder(["short", "word " * 40], [False, False])
+        encoder(["short", "word " * 40, "fine", "word " * 20], [False, False, False, True])
     assert str(info.value).startswith(INPUT_TOO_LONG)
-    assert info.value.row == 1
-    assert info.value.num_tokens == 42
-    assert too_long_row(str(info.value)) == 1
-    # Triton prefixes composing-model errors; the row is still found
-    assert too_long_row(f"in ensemble 'minilm', {info.value}") == 1
-    assert too_long_row("INPUT_TOO_LONG without a row") is None
+    assert info.value.rows == {1: 42}  # row 3 may be cut
+    assert too_long_rows(str(info.value)) == {1: 42}
+    with pytest.raises(InputTooLongError) as both:
+        encoder(["word " * 40, "ok", "word " * 30], [False] * 3)
+    # Triton prefixes composing-model errors; every row is still found
+    assert too_long_rows(f"in ensemble 'minilm', {both.value}") == {0: 42, 2: 32}
+    assert too_long_rows("INPUT_TOO_LONG without a row") == {}
+    assert too_long_rows("row 3 has 9 tokens, but not our error") == {}
 
 
 @needs_minilm
@@ -111,8 +113,7 @@ def test_text_encoder_names_the_too_long_pair_row() -> None:
     encoder = TextEncoder.from_file(MINILM / "tokenizer.json", 16, [8])
     with pytest.raises(InputTooLongError) as info:
         encoder(["short", "short"], [False, False], ["fine", "word " * 20])
-    assert info.value.row == 1
-    assert info.value.num_tokens == 24  # [CLS] short [SEP] 20 words [SEP]
+    assert info.value.rows == {1: 24}  # [CLS] short [SEP] 20 words [SEP]
 
 
 @needs_minilm

@@ -81,19 +81,24 @@ LABELS_FILE = "labels.txt"
 
 # -- errors ------------------------------------------------------------------------------------
 INPUT_TOO_LONG = "INPUT_TOO_LONG"
-_TOO_LONG_ROW = re.compile(INPUT_TOO_LONG + r": row (\d+) ")
+_TOO_LONG_ROW = re.compile(r"row (\d+) has (\d+) tokens")
 
 
-def input_too_long_message(row: int, num_tokens: int, max_length: int) -> str:
-    """The error a model returns for row ``row`` (0-based, within its request)."""
+def input_too_long_message(rows: dict[int, int], max_length: int) -> str:
+    """The error a model returns for the rows (0-based, within its request) that are longer
+    than ``max_length``; ``rows`` maps each to its token count. Every such row is named, so
+    a caller learns all of them from one call."""
+    named = "; ".join(f"row {row} has {n} tokens" for row, n in sorted(rows.items()))
     return (
-        f"{INPUT_TOO_LONG}: row {row} has {num_tokens} tokens, more than the model's "
-        f"max_length {max_length} (set truncate to cut it)"
+        f"{INPUT_TOO_LONG}: {named}, more than the model's max_length {max_length} "
+        "(set truncate to cut it)"
     )
 
 
-def too_long_row(message: str) -> int | None:
-    """The row named by an :func:`input_too_long_message` inside ``message`` (Triton may
-    prefix it, e.g. ``in ensemble 'x', ...``), or None when the message names no row."""
-    found = _TOO_LONG_ROW.search(message)
-    return int(found.group(1)) if found else None
+def too_long_rows(message: str) -> dict[int, int]:
+    """The rows (and their token counts) an :func:`input_too_long_message` names inside
+    ``message`` (Triton may prefix it, e.g. ``in ensemble 'x', ...``); empty when none."""
+    if INPUT_TOO_LONG not in message:
+        return {}
+    tail = message[message.index(INPUT_TOO_LONG) :]
+    return {int(row): int(n) for row, n in _TOO_LONG_ROW.findall(tail)}

@@ -24,13 +24,13 @@ IntArray = npt.NDArray[np.int64]
 
 
 class InputTooLongError(ValueError):
-    """A row is longer than the model's max length and the caller asked not to truncate."""
+    """Rows are longer than the model's max length and their caller asked not to truncate;
+    ``rows`` maps each such row to its token count."""
 
-    def __init__(self, row: int, num_tokens: int, max_length: int) -> None:
-        self.row = row
-        self.num_tokens = num_tokens
+    def __init__(self, rows: dict[int, int], max_length: int) -> None:
+        self.rows = dict(rows)
         self.max_length = max_length
-        super().__init__(contract.input_too_long_message(row, num_tokens, max_length))
+        super().__init__(contract.input_too_long_message(rows, max_length))
 
 
 def parse_buckets(value: str | Sequence[int], max_length: int) -> tuple[int, ...]:
@@ -135,11 +135,14 @@ class TextEncoder:
         truncate: Sequence[bool],
         pairs: Sequence[str] | None = None,
     ) -> None:
-        """Raise :class:`InputTooLongError` for the first cut row whose caller forbade cutting."""
-        for row, (text, enc, may_cut) in enumerate(zip(texts, encodings, truncate, strict=True)):
-            if enc.overflowing and not may_cut:
-                pair = None if pairs is None else pairs[row]
-                raise InputTooLongError(row, self.untruncated_length(text, pair), self.max_length)
+        """Raise :class:`InputTooLongError` naming every cut row whose caller forbade cutting."""
+        too_long = {
+            row: self.untruncated_length(text, None if pairs is None else pairs[row])
+            for row, (text, enc, may_cut) in enumerate(zip(texts, encodings, truncate, strict=True))
+            if enc.overflowing and not may_cut
+        }
+        if too_long:
+            raise InputTooLongError(too_long, self.max_length)
 
     def batch(self, encodings: Sequence[Encoding]) -> TokenBatch:
         """Pad one request's rows to the smallest bucket that fits its longest row."""

@@ -5,7 +5,7 @@ Inputs ``TEXT`` (string), optionally ``TEXT_PAIR`` (string, pair models) and ``T
 when the encoder takes them) as INT64 ``[rows, L]`` with ``L`` the smallest length bucket
 that holds the request's longest row, plus ``NUM_TOKENS`` INT32 ``[rows, 1]``. A row longer
 than ``max_length`` with ``TRUNCATE`` false fails its request with
-``contract.input_too_long_message`` (which names the row).
+``contract.input_too_long_message`` (which names every such row).
 
 Config ``parameters``: the ``contract.TOKENIZE_*`` names.
 """
