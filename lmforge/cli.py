@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from gateway.cli import COMMANDS as GATEWAY_COMMANDS
 from gateway.cli import build_parser, run
-from lmforge import up
+from lmforge import bench, up
 from trainer import cli as trainer_cli
 from triton_models import launcher
 
@@ -22,7 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(
         "lmforge",
         "Train, compress, export and serve transformer models behind a typed gRPC API.",
-        (up.register, *GATEWAY_COMMANDS, launcher.register, trainer_cli.register),
+        (
+            up.register,
+            *GATEWAY_COMMANDS,
+            launcher.register,
+            trainer_cli.register,
+            bench.register,
+        ),
     )
     return run(parser, argv)
 

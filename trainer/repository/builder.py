@@ -8,8 +8,10 @@ leaves no partial folder behind and an existing repository untouched.
 Per logical model ``<name>``::
 
     <name>/config.pbtxt  1/  labels.txt           ensemble (labels.txt: classify only)
+          perf_analyzer_input.json  perf_analyzer.sh   ready-made load (real sentences)
     <name>_tokenize/config.pbtxt  1/{model.py, tokenizer.json, lmforge_runtime/}
     <name>_encoder/config.pbtxt   1/{model.onnx | model.plan, model.py, lmforge_runtime/}
+          perf_analyzer_input.json                     the same sentences as token ids
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
     """Export, check and write the three folders of one logical model under ``root``."""
     from trainer.repository.export import export_onnx, load_for_export
     from trainer.repository.parity import check_export_parity
+    from trainer.repository.perf_inputs import write_perf_inputs
     from trainer.repository.quantize import quantize_with_gate
 
     started = time.perf_counter()
@@ -221,6 +224,7 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
         (ensemble_dir / contract.LABELS_FILE).write_text(
             "".join(f"{label}\n" for label in loaded.labels), encoding="utf-8"
         )
+    write_perf_inputs(spec, root, signature, tokenizer_file)
     size = sum(p.stat().st_size for p in version_dir.iterdir() if p.is_file()) / 1e6
     return ModelReport(
         name=spec.name,
