@@ -4,6 +4,9 @@ Builds the demo model repository (real all-MiniLM-L6-v2 embeddings and a sentime
 classifier fine-tuned on SST-2; both cached after the first run), starts the ``tritonserver``
 bundled in the nvidia-pytriton wheel on it, starts the gateway in front of it, makes one
 real call of each kind, prints how to make them yourself, and serves until SIGINT/SIGTERM.
+Triton is supervised (:mod:`triton_models.supervisor`): when it dies it is restarted with
+back-off on the same ports (the gateway reconnects by itself, its health NOT_SERVING meanwhile);
+after repeated failures ``lmforge up`` gives up loudly and exits with an error.
 
 The repository is built in a child process (``lmforge repo demo``), so the serving process
 never imports the training stack. This module is wiring only: the repository builder, the
@@ -15,7 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +109,7 @@ async def _show_calls_on(server: GatewayServer) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from triton_models.launcher import TritonServer, TritonStartError
+    from triton_models.supervisor import RestartPolicy, TritonSupervisor
 
     repository = (
         Path(args.repository).expanduser()
@@ -118,13 +124,22 @@ def _run(args: argparse.Namespace) -> int:
             return 1
     settings = Settings.from_env()
     port = args.port if args.port is not None else (settings.port or 50051)
+
+    def give_up(reason: str) -> None:  # from the supervisor's thread: stop serving
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    policy = RestartPolicy(max_restarts=args.max_triton_restarts)
     try:
         with TritonServer(repository) as triton:
             logger.info("tritonserver ready on %s (log %s)", triton.grpc_url, triton.log_path)
             config = demo_config(triton.grpc_url, repository, port, args.metrics_port)
-            asyncio.run(serve(config, on_started=_show_calls_on))
+            with TritonSupervisor(triton, policy, on_give_up=give_up) as supervisor:
+                asyncio.run(serve(config, on_started=_show_calls_on))
     except (TritonStartError, OSError) as exc:
         logger.error("%s", exc)
+        return 1
+    if supervisor.gave_up is not None:
+        logger.error("stopped: %s", supervisor.gave_up)
         return 1
     return 0
 
@@ -145,4 +160,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--no-build", action="store_true", help="serve --repository as it is")
     parser.add_argument("--port", type=int, default=None, help="gateway port (default 50051)")
     parser.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port")
+    parser.add_argument(
+        "--max-triton-restarts",
+        type=int,
+        default=5,
+        help="give up when tritonserver dies this often within 5 minutes (default 5)",
+    )
     parser.set_defaults(handler=_run)
