@@ -8,6 +8,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -16,7 +17,7 @@ from trainer.errors import ExportParityError, GateError, RepositoryError, SpecEr
 from trainer.repository.builder import MANIFEST, build_repository
 from trainer.repository.export import export_onnx, load_for_export
 from trainer.repository.parity import check_export_parity
-from trainer.repository.spec import RepositorySpec, parse_spec
+from trainer.repository.spec import MetricGate, RepositorySpec, parse_spec
 from triton_models.runtime import contract
 
 pytestmark = pytest.mark.integration
@@ -168,7 +169,8 @@ def test_int8_quantization_shrinks_the_graph_and_reports_its_drift(
     report = build_repository(RepositorySpec(models=(quantized,)), tmp_path / "repo")
     measured = report.models[0].quantization
     assert measured is not None and fp32.models[0].quantization is None
-    assert measured.rows > 0 and 0.5 <= (measured.min_cosine or 0.0) < 1.0
+    outputs = measured.outputs
+    assert outputs.rows > 0 and 0.5 <= (outputs.min_cosine or 0.0) < 1.0
     # dynamic INT8 stores weights in one byte instead of four
     assert report.models[0].encoder_mb < 0.6 * fp32.models[0].encoder_mb
 
@@ -186,6 +188,59 @@ def test_int8_gate_rejects_a_quantization_that_drifts_too_far(
     )
     with pytest.raises(GateError, match="min cosine to FP32"):
         build_repository(RepositorySpec(models=(strict,)), tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_task_metric_gate_rejects_a_quantization_that_loses_accuracy(
+    checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken quantizer (weights scrambled) must not reach a repository: the gate measures
+    accuracy on a labelled slice against the FP32 graph and refuses the drop."""
+    import onnx
+    from onnx import numpy_helper
+
+    import trainer.repository.quantize as quantize_module
+
+    spec = _spec(checkpoints).models[1]
+    loaded = load_for_export(spec)
+    texts = [f"sentence number {i} about {w}" for i, w in enumerate(["cats", "dogs"] * 40)]
+    with torch.no_grad():
+        batch = transformers.AutoTokenizer.from_pretrained(spec.checkpoint)(
+            texts, padding=True, return_tensors="pt"
+        )
+        names = loaded.signature.inputs
+        probs = loaded.module(*(batch[n] for n in names))
+    labels = [loaded.labels[int(i)] for i in probs.argmax(-1)]  # FP32 accuracy is 1.0
+    gate_file = tmp_path / "gate.tsv"
+    gate_file.write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True))
+    )
+
+    def scrambled(source: Path, dest: Path, per_channel: bool = True) -> Path:
+        graph = onnx.load(str(source))
+        rng = np.random.default_rng(0)
+        for tensor in graph.graph.initializer:
+            values = numpy_helper.to_array(tensor)
+            if values.dtype == np.float32 and values.ndim == 2:
+                tensor.CopyFrom(numpy_helper.from_array(rng.permutation(values), tensor.name))
+        onnx.save(graph, str(dest))
+        return dest
+
+    monkeypatch.setattr(quantize_module, "quantize_int8_dynamic", scrambled)
+    broken = spec.model_copy(
+        update={
+            "quantize": spec.quantize.model_copy(
+                update={
+                    "method": "int8_dynamic",
+                    "min_cosine": 0.01,  # the output gate alone would let it through
+                    "gate": MetricGate(path=gate_file, max_drop=0.02),
+                }
+            )
+        }
+    )
+    with pytest.raises(GateError, match="accuracy") as info:
+        build_repository(RepositorySpec(models=(broken,)), tmp_path / "repo")
+    assert info.value.required == pytest.approx(0.98)
     assert not (tmp_path / "repo").exists()
 
 

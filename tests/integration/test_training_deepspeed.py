@@ -439,3 +439,57 @@ def test_regression_pair_export_is_served_with_its_real_scores(
     assert np.abs(served - expected).max() < 1e-4, (served, expected)
     assert np.ptp(served) > 0  # a softmax over one logit would be 1.0 everywhere
     assert described.regression and described.text_pairs
+
+
+def test_a_student_seeded_from_teacher_layers_learns_from_soft_targets(
+    uninterrupted: tuple[Path, float], tmp_path: Path
+) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = uninterrupted[0] / "model"
+    config = tiny_run_config(tmp_path, "student")
+    config["model"] = {"student": {"layers": [1]}, "max_length": 24}
+    config["distill"] = {
+        "teacher": str(teacher),
+        "temperature": 2.0,
+        "alpha": 0.3,
+        "hidden_weight": 0.5,
+    }
+    config["training"] = {"max_steps": 40, "log_every": 5}
+    run_train(write_config(tmp_path, config, "student.yaml"))
+    summary = json.loads((tmp_path / "student" / "model" / "metrics.json").read_text())
+    teacher_accuracy = json.loads((teacher / "metrics.json").read_text())["eval"]["sentiment"][
+        "accuracy"
+    ]
+    assert summary["eval"]["sentiment"]["accuracy"] >= 0.9 * teacher_accuracy
+    exported = AutoModelForSequenceClassification.from_pretrained(
+        str(tmp_path / "student" / "exports" / "sentiment")
+    )
+    assert exported.config.num_hidden_layers == 1  # half of the teacher's two
+
+
+def test_an_embedding_student_imitates_the_teachers_sentence_vectors(
+    uninterrupted: tuple[Path, float], tmp_path: Path
+) -> None:
+    write_pairs(tmp_path / "pairs_train.tsv", 200, 2)
+    write_pairs(tmp_path / "pairs_dev.tsv", 40, 3)
+    teacher = uninterrupted[0] / "model"
+    config = tiny_run_config(tmp_path, "embedder")
+    config["model"] = {"student": {"layers": [0]}, "max_length": 24}
+    config["distill"] = {"teacher": str(teacher), "embedding_loss": "mse"}
+    config["tasks"] = [
+        {
+            "name": "embed",
+            "type": "embedding_distillation",
+            "train": {"path": str(tmp_path / "pairs_train.tsv")},
+            "dev": {"path": str(tmp_path / "pairs_dev.tsv")},
+            "text_fields": ["sentence1", "sentence2"],
+            "label_field": "score",
+        }
+    ]
+    config["training"] = {"max_steps": 30, "log_every": 1}
+    run_train(write_config(tmp_path, config, "embedder.yaml"))
+    losses = step_losses(tmp_path / "embedder")
+    assert sum(losses[s] for s in range(26, 31)) < 0.7 * sum(losses[s] for s in range(1, 6))
+    final = json.loads((tmp_path / "embedder" / "model" / "metrics.json").read_text())["eval"]
+    assert "spearman" in final["embed"]

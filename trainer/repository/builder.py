@@ -12,6 +12,9 @@ Per logical model ``<name>``::
     <name>_tokenize/config.pbtxt  1/{model.py, tokenizer.json, lmforge_runtime/}
     <name>_encoder/config.pbtxt   1/{model.onnx | model.plan, model.py, lmforge_runtime/}
           perf_analyzer_input.json                     the same sentences as token ids
+
+Task ``generate`` writes one decoupled model ``<name>`` instead (see
+:mod:`trainer.repository.generate`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 from trainer.errors import RepositoryError
 from trainer.repository import pbtxt
 from trainer.repository.parity import ParityReport
+from trainer.repository.quantize import QuantizationReport
 from trainer.repository.spec import ModelSpec, RepositorySpec
 from triton_models.runtime import contract
 
@@ -49,7 +53,7 @@ class ModelReport:
     task: str
     target: str
     parity: ParityReport
-    quantization: ParityReport | None = None
+    quantization: QuantizationReport | None = None
     engine_parity: ParityReport | None = None  # target tensorrt: the engine vs PyTorch
     problem_type: str = ""
     text_pairs: bool = False
@@ -144,10 +148,14 @@ def replace_directory(staging: Path, out: Path) -> None:
 # -- one model --------------------------------------------------------------------------------
 def build_model(spec: ModelSpec, root: Path) -> ModelReport:
     """Export, check and write the three folders of one logical model under ``root``."""
+    if spec.task == contract.TASK_GENERATE:  # one decoupled model: trainer/repository/generate.py
+        from trainer.repository.generate import build_generate_model
+
+        return build_generate_model(spec, root)
     from trainer.repository.export import export_onnx, load_for_export
     from trainer.repository.parity import check_export_parity
     from trainer.repository.perf_inputs import write_perf_inputs
-    from trainer.repository.quantize import quantize_with_gate
+    from trainer.repository.quantize import fuse_or_keep, quantize_with_gate
 
     started = time.perf_counter()
     if spec.target == "tensorrt":
@@ -161,14 +169,23 @@ def build_model(spec: ModelSpec, root: Path) -> ModelReport:
     version_dir.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="lmforge-export-") as scratch:
         fp32 = export_onnx(loaded, Path(scratch) / "model.onnx")
+        fused = spec.optimize and spec.target in ("cpu", "onnxruntime")
+        if fused:
+            fp32 = fuse_or_keep(fp32, Path(scratch) / "model.fused.onnx", loaded.config)
         parity = check_export_parity(
             spec, loaded.module, signature.inputs, loaded.tokenizer_file, fp32, signature.text_pairs
         )
         final = version_dir / "model.onnx"
         quantization = None
-        if spec.quantize.method == "int8_dynamic":
+        if spec.quantize.method != "none":
             quantization = quantize_with_gate(
-                spec, fp32, final, loaded.tokenizer_file, signature.inputs, signature.text_pairs
+                spec,
+                fp32,
+                final,
+                loaded.tokenizer_file,
+                signature.inputs,
+                signature.text_pairs,
+                loaded.labels,
             )
         else:
             shutil.move(fp32, final)

@@ -23,12 +23,18 @@ def format_report(report: BuildReport) -> str:
     header = f"{'model':<14} {'task':<9} {'target':<12} {'rows':>5} {'max|diff|':>10} {'min cos':>9} {'int8 cos':>9} {'MB':>7} {'s':>6}"
     lines = [f"repository: {report.path}", header, "-" * len(header)]
     for m in report.models:
-        q = _cosine(m.quantization.min_cosine) if m.quantization else "-"
+        q = _cosine(m.quantization.outputs.min_cosine) if m.quantization else "-"
         lines.append(
             f"{m.name:<14} {m.task:<9} {m.target:<12} {m.parity.rows:>5} "
             f"{m.parity.max_abs_diff:>10.2e} {_cosine(m.parity.min_cosine):>9} {q:>9} "
             f"{m.encoder_mb:>7.1f} {m.seconds:>6.1f}"
         )
+        if m.quantization is not None and m.quantization.metric is not None:
+            gate = m.quantization.metric
+            lines.append(
+                f"{'':<14} {m.quantization.method}: {gate.metric} {gate.fp32:.4f} (FP32) -> "
+                f"{gate.int8:.4f} on {gate.rows} rows (max drop {gate.max_drop})"
+            )
         if m.engine_parity is not None:
             lines.append(
                 f"{'':<14} TensorRT engine vs PyTorch: max |diff| "

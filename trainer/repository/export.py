@@ -76,6 +76,7 @@ class LoadedModel:
     signature: EncoderSignature
     labels: tuple[str, ...]  # classify only
     tokenizer_file: Path
+    config: Any = None  # the checkpoint's transformers config (sizes for graph fusion)
 
 
 def _accepted_inputs(model: nn.Module) -> tuple[str, ...]:
@@ -173,7 +174,7 @@ def load_for_export(spec: ModelSpec) -> LoadedModel:
         text_pairs=checkpoint_text_pairs(spec),
         problem_type=problem,
     )
-    return LoadedModel(module, signature, labels, tokenizer_file)
+    return LoadedModel(module, signature, labels, tokenizer_file, config)
 
 
 def sample_inputs(

@@ -33,10 +33,11 @@ from pydantic import Field, field_validator, model_validator
 
 from lmforge.strict import StrictModel, load_yaml_mapping, validate
 from trainer.errors import SpecError
+from trainer.repository.generation_spec import GenerationSpec
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TENSORRT_BUCKETS = (16, 32, 64, 128)
-TASKS = ("embed", "classify")
+TASKS = ("embed", "classify", "generate")
 TARGETS = ("cpu", "onnxruntime", "tensorrt")
 
 DEFAULT_PARITY_SENTENCES: tuple[str, ...] = (
@@ -85,11 +86,34 @@ class ParitySpec(StrictModel):
         return value
 
 
+class CalibrationSpec(StrictModel):
+    """Static INT8: activation ranges measured on real inputs."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    samples: int = Field(default=128, ge=1, le=100_000)
+    percentile: float = Field(default=99.999, gt=90, le=100)
+
+
+class MetricGate(StrictModel):
+    """The task metric a compressed graph must keep, measured against its FP32 source on a
+    held-back labelled slice: accuracy (classifiers), Spearman of the predicted score
+    (regression) or of the embeddings' cosine (embedders, on scored sentence pairs)."""
+
+    path: Path
+    text_column: str = "sentence"
+    pair_column: str | None = None  # embedders: the second sentence; pair classifiers: too
+    label_column: str = "label"
+    limit: int = Field(default=500, ge=10, le=100_000)
+    max_drop: float = Field(default=0.01, ge=0, le=1)  # absolute: FP32 metric - INT8 metric
+
+
 class QuantizeSpec(StrictModel):
-    method: Literal["none", "int8_dynamic"] = "none"
+    method: Literal["none", "int8_dynamic", "int8_static"] = "none"
     per_channel: bool = True
-    min_cosine: float = Field(default=0.99, gt=0, le=1)  # gate vs the FP32 graph
+    calibration: CalibrationSpec = CalibrationSpec()
+    min_cosine: float = Field(default=0.99, gt=0, le=1)  # output-level gate vs FP32
     max_abs_diff: float = Field(default=0.05, gt=0)  # gate for one-column (regression) outputs
+    gate: MetricGate | None = None  # the task-metric gate (recommended)
 
 
 class TensorRTSpec(StrictModel):
@@ -107,7 +131,7 @@ class TensorRTSpec(StrictModel):
 
 class ModelSpec(StrictModel):
     name: str
-    task: Literal["embed", "classify"]
+    task: Literal["embed", "classify", "generate"]
     checkpoint: Path
     target: Literal["cpu", "onnxruntime", "tensorrt"] = "cpu"
     max_length: int = Field(default=256, ge=2, le=8192)
@@ -120,10 +144,14 @@ class ModelSpec(StrictModel):
     instances: int = Field(default=1, ge=1, le=64)
     cpu_threads: int = Field(default=0, ge=0, le=256)  # ONNX Runtime intra-op; 0 = its choice
     labels: tuple[str, ...] | None = None  # classify: overrides config.id2label
+    # fuse the transformer's ops (attention, layer norm, GELU) with ONNX Runtime's optimizer
+    # before serving/quantizing: cpu and onnxruntime targets; parity is checked after
+    optimize: bool = True
     text_pairs: bool | None = None  # None: from the checkpoint's lmforge_tasks.json
     parity: ParitySpec = ParitySpec()
     quantize: QuantizeSpec = QuantizeSpec()
     tensorrt: TensorRTSpec = TensorRTSpec()
+    generation: GenerationSpec = GenerationSpec()  # task generate only
 
     @field_validator("name")
     @classmethod
@@ -176,6 +204,12 @@ class ModelSpec(StrictModel):
                 f"tensorrt settings apply to target tensorrt; model {self.name!r} has target "
                 f"{self.target}"
             )
+        if self.task == "generate":
+            self.generation.check_model(
+                self.name, self.target, self.max_length, self.quantize.method
+            )
+        elif "generation" in self.model_fields_set:
+            raise ValueError(f"generation settings are for task generate, model {self.name!r}")
         if self.text_pairs and self.task != "classify":
             raise ValueError(
                 f"text_pairs is for task classify (cross-encoders), model {self.name!r} is "
@@ -228,7 +262,15 @@ class RepositorySpec(StrictModel):
             if parity.dataset is not None:
                 dataset = parity.dataset.model_copy(update={"path": fix(parity.dataset.path)})
                 parity = parity.model_copy(update={"dataset": dataset})
-            models.append(m.model_copy(update={"checkpoint": fix(m.checkpoint), "parity": parity}))
+            quantize = m.quantize
+            if quantize.gate is not None:
+                gate = quantize.gate.model_copy(update={"path": fix(quantize.gate.path)})
+                quantize = quantize.model_copy(update={"gate": gate})
+            models.append(
+                m.model_copy(
+                    update={"checkpoint": fix(m.checkpoint), "parity": parity, "quantize": quantize}
+                )
+            )
         return self.model_copy(update={"models": tuple(models)})
 
 

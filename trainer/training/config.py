@@ -13,10 +13,19 @@ from pydantic import Field, model_validator
 from lmforge.strict import StrictModel, load_yaml_mapping, validate
 from trainer.errors import ConfigError
 
-TaskType = Literal["classification", "regression", "masked_lm", "causal_lm", "pair_embedding"]
+TaskType = Literal[
+    "classification",
+    "regression",
+    "masked_lm",
+    "causal_lm",
+    "pair_embedding",
+    "embedding_distillation",
+]
 ENCODER_TASKS: frozenset[str] = frozenset(
-    {"classification", "regression", "masked_lm", "pair_embedding"}
+    {"classification", "regression", "masked_lm", "pair_embedding", "embedding_distillation"}
 )
+#: task types whose sentence pairs are two separate inputs (not one cross-encoded row)
+PAIR_INPUT_TASKS: frozenset[str] = frozenset({"pair_embedding", "embedding_distillation"})
 PACKAGE_SCHEME = "pkg://"
 
 
@@ -40,18 +49,37 @@ class ArchitectureConfig(StrictModel):
         return self
 
 
+class StudentConfig(StrictModel):
+    """A smaller encoder built from the distillation teacher's: its embeddings and the teacher
+    layers listed here, in order (e.g. ``[0, 2, 4]`` keeps every other layer of six)."""
+
+    layers: tuple[int, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> StudentConfig:
+        if len(set(self.layers)) != len(self.layers) or any(i < 0 for i in self.layers):
+            raise ValueError(f"student layers {list(self.layers)} must be distinct and >= 0")
+        return self
+
+
 class ModelConfig(StrictModel):
-    """Either a pretrained HF folder or an architecture; a tokenizer folder in both cases."""
+    """Exactly one source of weights: a pretrained HF folder (or a trainer bundle, whose task
+    heads are loaded too), an architecture (random weights), or a student of the
+    distillation teacher. A tokenizer folder in every case (default: the weights' folder)."""
 
     pretrained: Path | None = None
     architecture: ArchitectureConfig | None = None
+    student: StudentConfig | None = None
     tokenizer: Path | None = None
     max_length: int = Field(128, ge=8)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if (self.pretrained is None) == (self.architecture is None):
-            raise ValueError("set exactly one of model.pretrained and model.architecture")
+        sources = [self.pretrained, self.architecture, self.student]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(
+                "set exactly one of model.pretrained, model.architecture and model.student"
+            )
         if self.architecture is not None and self.tokenizer is None:
             raise ValueError("model.tokenizer is required when model.architecture is set")
         return self
@@ -59,9 +87,29 @@ class ModelConfig(StrictModel):
     @property
     def tokenizer_path(self) -> Path:
         path = self.tokenizer if self.tokenizer is not None else self.pretrained
-        if path is None:  # excluded by the validator
+        if path is None:  # a student's default is its teacher's folder (RunConfig fills it)
             raise ConfigError("no tokenizer folder configured")
         return path
+
+
+class DistillConfig(StrictModel):
+    """Knowledge distillation from a trained teacher (Hinton et al. 2015, plus optional
+    hidden-state and attention transfer as in TinyBERT).
+
+    ``teacher`` is a trainer bundle (a run's ``model/`` or ``best/``: the same tasks and heads
+    as the student) or, for ``embedding_distillation`` tasks, any HF encoder folder (e.g.
+    all-MiniLM-L6-v2). Classification: ``alpha`` * hard-label loss + (1 - ``alpha``) * T^2 *
+    KL(teacher || student) at temperature T; regression: the teacher's score as a soft target;
+    embedding distillation: MSE or cosine distance to the teacher's sentence embeddings.
+    """
+
+    teacher: Path
+    temperature: float = Field(2.0, gt=0.0)
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    hidden_weight: float = Field(0.0, ge=0.0)
+    attention_weight: float = Field(0.0, ge=0.0)
+    layer_map: dict[int, int] | None = None  # student layer -> teacher layer
+    embedding_loss: Literal["mse", "cosine"] = "mse"
 
 
 class DataSource(StrictModel):
@@ -114,6 +162,15 @@ class TaskConfig(StrictModel):
             )
         if self.labels is not None and self.type != "classification":
             raise ValueError(f"task {self.name!r}: labels only apply to classification")
+        if (
+            self.type == "embedding_distillation"
+            and self.label_field is not None
+            and len(self.text_fields) != 2
+        ):
+            raise ValueError(
+                f"task {self.name!r}: a label_field on embedding_distillation scores "
+                "sentence pairs (dev Spearman): give two text_fields"
+            )
         if self.min_pair_score is not None and self.type != "pair_embedding":
             raise ValueError(f"task {self.name!r}: min_pair_score only applies to pair_embedding")
         return self
@@ -175,6 +232,7 @@ class RunConfig(StrictModel):
     training: LoopConfig
     output_dir: Path
     seed: int = 0
+    distill: DistillConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -194,6 +252,11 @@ class RunConfig(StrictModel):
                     f"task {task.name!r} (causal_lm) needs a decoder, "
                     "but model.architecture.kind is bert"
                 )
+        distilling = [t.name for t in self.tasks if t.type == "embedding_distillation"]
+        if distilling and self.distill is None:
+            raise ValueError(f"tasks {distilling} (embedding_distillation) need a distill section")
+        if self.model.student is not None and self.distill is None:
+            raise ValueError("model.student is built from distill.teacher: add a distill section")
         best = self.training.best_metric
         if best is not None:
             task_name, _, metric = best.partition("/")
@@ -202,6 +265,15 @@ class RunConfig(StrictModel):
                     f"training.best_metric={best!r} must be 'TASK/METRIC' with TASK one of {names}"
                 )
         return self
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """The tokenizer folder: the model's, or a student's teacher's."""
+        if self.model.tokenizer is None and self.model.student is not None:
+            if self.distill is None:  # excluded by the validator
+                raise ConfigError("a student needs distill.teacher")
+            return self.distill.teacher
+        return self.model.tokenizer_path
 
     def task(self, name: str) -> TaskConfig:
         for task in self.tasks:
@@ -221,7 +293,7 @@ def _resolve_path(value: str, base: Path) -> str:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
-_PATH_KEYS = {"pretrained", "tokenizer", "path", "output_dir"}
+_PATH_KEYS = {"pretrained", "tokenizer", "path", "output_dir", "teacher"}
 
 
 def _resolve_paths(node: Any, base: Path) -> Any:

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from trainer.errors import CheckpointError, ExportParityError
+from trainer.training.config import PAIR_INPUT_TASKS
 from trainer.training.losses import mean_pool
 from trainer.training.modeling import HeadSpec, MultiTaskModel
 
@@ -62,7 +63,7 @@ def save_bundle(
     tmp.rename(out_dir)
 
 
-def load_bundle(bundle_dir: Path) -> tuple[MultiTaskModel, Any]:
+def load_bundle(bundle_dir: Path, **encoder_kwargs: Any) -> tuple[MultiTaskModel, Any]:
     if not (bundle_dir / TASKS_FILE).is_file():
         raise CheckpointError(f"{bundle_dir} is not a trained model folder (no {TASKS_FILE})")
     meta = json.loads((bundle_dir / TASKS_FILE).read_text(encoding="utf-8"))
@@ -76,7 +77,7 @@ def load_bundle(bundle_dir: Path) -> tuple[MultiTaskModel, Any]:
         )
         for t in meta["tasks"]
     ]
-    encoder = AutoModel.from_pretrained(str(bundle_dir))
+    encoder = AutoModel.from_pretrained(str(bundle_dir), **encoder_kwargs)
     model = MultiTaskModel(encoder, specs)
     heads = {k: v for k, v in load_file(str(bundle_dir / HEADS_FILE)).items() if k != "_empty"}
     missing, unexpected = model.load_state_dict(heads, strict=False)
@@ -97,7 +98,7 @@ def _task_model(model: MultiTaskModel, spec: HeadSpec) -> PreTrainedModel:
         for k, v in model.state_dict().items()
         if k.startswith(f"heads.{spec.name}.")
     }
-    if spec.type == "pair_embedding":
+    if spec.type in ("pair_embedding", "embedding_distillation"):
         return model.encoder
     if spec.type in ("classification", "regression"):
         names = spec.label_names or [] if spec.type == "classification" else ["score"]
@@ -140,7 +141,7 @@ def _parity(
     model.eval()
     target.eval()
     texts = list(PARITY_TEXTS)
-    if len(spec.text_fields) == 2 and spec.type != "pair_embedding":
+    if len(spec.text_fields) == 2 and spec.type not in PAIR_INPUT_TASKS:
         enc = tokenizer(texts, texts[::-1], padding=True, return_tensors="pt")
     else:
         enc = tokenizer(texts, padding=True, return_tensors="pt")
@@ -150,7 +151,7 @@ def _parity(
     if spec.type == "causal_lm":
         inputs.pop("token_type_ids", None)
     theirs_out = target(**inputs)
-    if spec.type == "pair_embedding":
+    if spec.type in PAIR_INPUT_TASKS:
         ours = mean_pool(model.encoder(**inputs).last_hidden_state, inputs["attention_mask"])
         theirs = mean_pool(theirs_out.last_hidden_state, inputs["attention_mask"])
     else:

@@ -23,7 +23,8 @@ from tqdm import tqdm
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.training import checkpoint
 from trainer.training.config import ENCODER_TASKS, RunConfig, dump_config
-from trainer.training.export import export_task, save_bundle
+from trainer.training.distill import Distiller, Teacher, copy_heads, load_teacher, student_encoder
+from trainer.training.export import TASKS_FILE, export_task, load_bundle, save_bundle
 from trainer.training.modeling import (
     MultiTaskModel,
     build_encoder,
@@ -59,7 +60,7 @@ def total_steps(config: RunConfig, tasks: list[Task], world_size: int) -> int:
 def _load_tokenizer(config: RunConfig) -> Any:
     from transformers import AutoTokenizer
 
-    path = config.model.tokenizer_path
+    path = config.tokenizer_path
     if not path.is_dir():
         raise ConfigError(f"tokenizer folder {path} does not exist")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -70,8 +71,15 @@ def _load_tokenizer(config: RunConfig) -> Any:
     return tokenizer
 
 
-def build_model(config: RunConfig, tasks: list[Task], tokenizer: Any) -> MultiTaskModel:
-    encoder = build_encoder(config.model, len(tokenizer), tokenizer.pad_token_id)
+def build_model(
+    config: RunConfig, tasks: list[Task], tokenizer: Any, teacher: Teacher | None = None
+) -> MultiTaskModel:
+    if config.model.student is not None:
+        if teacher is None:
+            raise ConfigError("model.student needs the distillation teacher")
+        encoder = student_encoder(teacher.encoder, config.model.student)
+    else:
+        encoder = build_encoder(config.model, len(tokenizer), tokenizer.pad_token_id)
     kind = encoder_kind(encoder.config)
     for task in tasks:
         needs = "encoder" if task.config.type in ENCODER_TASKS else "decoder"
@@ -84,6 +92,12 @@ def build_model(config: RunConfig, tasks: list[Task], tokenizer: Any) -> MultiTa
         raise ConfigError("masked_lm needs a tokenizer with a mask token")
     model = MultiTaskModel(encoder, [t.spec for t in tasks])
     init_lm_heads_from_embeddings(model)
+    pretrained = config.model.pretrained
+    if pretrained is not None and (pretrained / TASKS_FILE).is_file():
+        source, _ = load_bundle(pretrained)  # a trainer bundle: continue with its heads too
+        logger.info("heads from %s: %s", pretrained, copy_heads(source, model))
+    if teacher is not None and teacher.model is not None:
+        logger.info("heads from the teacher: %s", copy_heads(teacher.model, model))
     return model
 
 
@@ -123,7 +137,14 @@ class Trainer:
         self.tokenizer = _load_tokenizer(config)
         self.tasks = [load_task(t) for t in config.tasks]
         self.collate = Collator(self.tokenizer, config.model.max_length)
-        self.model = build_model(config, self.tasks, self.tokenizer)
+        self.distiller: Distiller | None = None
+        teacher = None
+        if config.distill is not None:
+            teacher = load_teacher(config.distill.teacher, config.distill.attention_weight > 0)
+        self.model = build_model(config, self.tasks, self.tokenizer, teacher)
+        if config.distill is not None and teacher is not None:
+            layers = int(self.model.encoder.config.num_hidden_layers)
+            self.distiller = Distiller(config.distill, teacher, layers)
         self.total = total_steps(config, self.tasks, self.world)
         optimizer, scheduler = build_optimizer(self.model, config.optimizer, self.total)
         self.engine, _, _, _ = deepspeed.initialize(
@@ -204,11 +225,21 @@ class Trainer:
         )
         torch.manual_seed(derived_seed(self.config.seed, self.micro, self.rank, 2))  # dropout
         batch = self.collate(task, task.train, self.streams[index].next_batch(), generator)
-        out = self.engine(task=task.name, **batch)
-        self.engine.backward(out.loss * task.config.loss_weight)
+        if self.distiller is None:
+            out = self.engine(task=task.name, **batch)
+            loss = out.loss
+        else:
+            out = self.engine(
+                task=task.name,
+                **batch,
+                output_hidden_states=self.distiller.needs_hidden,
+                output_attentions=self.distiller.needs_attention,
+            )
+            loss = self.distiller.loss(task.name, task.config.type, batch, out)
+        self.engine.backward(loss * task.config.loss_weight)
         self.engine.step()
         self.micro += 1
-        return index, float(out.loss.detach())
+        return index, float(loss.detach())
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()

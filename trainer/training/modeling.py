@@ -65,6 +65,7 @@ class HeadOutput(NamedTuple):
     loss: torch.Tensor
     output: torch.Tensor  # logits, scores or embeddings, as the task defines
     tokens: int = 0  # predicted tokens (language modelling)
+    features: Any = None  # the encoder's output, when hidden states/attentions were asked
 
 
 class ClassificationHead(nn.Module):
@@ -158,12 +159,25 @@ class EmbeddingHead(nn.Module):
         return HeadOutput(loss, pooled)
 
 
+class DistilledEmbeddingHead(nn.Module):
+    """Mean pooling only: the loss is the distance to the teacher's embeddings (Distiller)."""
+
+    def __init__(self, spec: HeadSpec, config: PretrainedConfig) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> HeadOutput:
+        pooled = mean_pool(hidden, attention_mask)
+        return HeadOutput(pooled.sum() * 0.0, pooled)
+
+
 _HEADS: dict[str, type[nn.Module]] = {
     "classification": ClassificationHead,
     "regression": ClassificationHead,
     "masked_lm": MaskedLMHead,
     "causal_lm": CausalLMHead,
     "pair_embedding": EmbeddingHead,
+    "embedding_distillation": DistilledEmbeddingHead,
 }
 
 
@@ -194,23 +208,31 @@ class MultiTaskModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> HeadOutput:
-        kwargs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if output_hidden_states or output_attentions:
+            kwargs.update(
+                output_hidden_states=output_hidden_states, output_attentions=output_attentions
+            )
         out = self.encoder(**kwargs)
         hidden = out.last_hidden_state
         head = self.heads[task]
         spec = self.specs[task]
         if spec.type in ("classification", "regression"):
             result = head(out.pooler_output, labels)
-        elif spec.type == "pair_embedding":
+        elif spec.type in ("pair_embedding", "embedding_distillation"):
             result = head(hidden, attention_mask)
         else:
             result = head(hidden, labels)
         if len(self.heads) > 1:
             idle = sum(self._idle_term(name, hidden, out) for name in self.heads if name != task)
             result = result._replace(loss=result.loss + idle)
+        if output_hidden_states or output_attentions:
+            result = result._replace(features=out)
         return result
 
     def _idle_term(self, name: str, hidden: torch.Tensor, out: Any) -> torch.Tensor:

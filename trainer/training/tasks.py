@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from trainer.training import metrics as M
-from trainer.training.config import TaskConfig
+from trainer.training.config import PAIR_INPUT_TASKS, TaskConfig
 from trainer.training.data import Examples, load_examples
 from trainer.training.modeling import IGNORE_INDEX, HeadOutput, HeadSpec
 from trainer.training.sampling import class_weights
@@ -92,7 +92,7 @@ class Collator:
     ) -> dict[str, torch.Tensor]:
         rows = [examples.texts[i] for i in indices]
         kind = task.config.type
-        if kind == "pair_embedding":
+        if kind in PAIR_INPUT_TASKS and len(task.config.text_fields) == 2:
             texts = [r[0] for r in rows] + [r[1] for r in rows]
             enc = self._encode(texts)
         elif len(task.config.text_fields) == 2:
@@ -166,9 +166,11 @@ class EvalAccumulator:
                 self.nll += float(out.loss) * out.tokens
                 self.tokens += out.tokens
             return
+        if kind == "embedding_distillation" and len(self.task.config.text_fields) == 1:
+            return  # unlabeled single texts: nothing to score on dev
         gold = self.task.dev.labels if self.task.dev is not None else None
         output = out.output.detach().float()
-        if kind == "pair_embedding":
+        if kind in PAIR_INPUT_TASKS and len(self.task.config.text_fields) == 2:
             half = output.size(0) // 2
             a = torch.nn.functional.normalize(output[:half], dim=-1)
             b = torch.nn.functional.normalize(output[half:], dim=-1)
@@ -198,6 +200,8 @@ class EvalAccumulator:
             tokens = sum(s["tokens"] for s in states)
             return {"loss": nll / max(tokens, 1), "perplexity": M.perplexity(nll, tokens)}
         rows = [r for s in states for r in s["rows"]]
+        if not rows:
+            return {}
         preds = [r["pred"] for r in rows]
         if kind == "classification":
             names = self.task.spec.label_names or []
