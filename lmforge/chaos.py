@@ -224,6 +224,10 @@ async def _chaos_phase(
 
 async def _rotation_phase(gateway: GatewayProcess, batches: list[list[str]]) -> dict[str, Any]:
     steady = Tracker()
+    # this phase is about keys, not admission: give the queue room again first
+    await asyncio.to_thread(
+        _reconfigure, gateway, lambda d: d["batching"].update(max_queued_inputs=1024)
+    )
     client, call = await _client_call(gateway.target, KEYS["steady"], batches)
     async with client:
         load = asyncio.create_task(closed_loop(steady.wrap(call), 4, 6.0, warmup=0.0))

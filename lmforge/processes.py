@@ -9,6 +9,7 @@ port answers (or until its health is SERVING), stop it with SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import time
@@ -83,10 +84,13 @@ def start_gateway(
     log_level: str = "INFO",
     timeout: float = 60.0,
     wait_serving: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+    api_key: str | None = None,
 ) -> GatewayProcess:
     """Start ``python -m gateway serve`` with ``config`` (its ``server.port`` and
     ``server.metrics_port`` are replaced by free ports) and wait until its gRPC port accepts
-    connections — or, with ``wait_serving``, until its health reports SERVING."""
+    connections — or, with ``wait_serving``, until its health reports SERVING (over TLS with
+    ``credentials`` when the config has ``server.tls``)."""
     from gateway.client import LmforgeClient
 
     port, metrics_port = free_ports(2)
@@ -115,7 +119,7 @@ def start_gateway(
     try:
         _wait_for_port(gateway, timeout)
         if wait_serving:
-            with LmforgeClient(gateway.target) as client:
+            with LmforgeClient(gateway.target, credentials=credentials, api_key=api_key) as client:
                 client.wait_for_health("SERVING", timeout)
     except BaseException:
         gateway.stop()
@@ -124,15 +128,16 @@ def start_gateway(
 
 
 def _wait_for_port(gateway: GatewayProcess, timeout: float) -> None:
+    """Until the port accepts TCP connections (plaintext or TLS alike)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(gateway.target) as channel:
-        while True:
-            if gateway.process.poll() is not None:
-                raise RuntimeError(
-                    f"the gateway exited (code {gateway.process.returncode}):\n{gateway.log()}"
-                )
-            with contextlib.suppress(grpc.FutureTimeoutError):
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the gateway did not open {gateway.target} in {timeout:.0f} s")
+    host, _, port = gateway.target.rpartition(":")
+    while True:
+        if gateway.process.poll() is not None:
+            raise RuntimeError(
+                f"the gateway exited (code {gateway.process.returncode}):\n{gateway.log()}"
+            )
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gateway did not open {gateway.target} in {timeout:.0f} s")
+        time.sleep(0.05)

@@ -1,7 +1,8 @@
 """``lmforge up``: the embedded default, one command from nothing to a served API.
 
-Builds the demo model repository (real all-MiniLM-L6-v2 embeddings and a sentiment
-classifier fine-tuned on SST-2; both cached after the first run), starts the ``tritonserver``
+Builds the demo model repository (real all-MiniLM-L6-v2 embeddings, a sentiment
+classifier fine-tuned on SST-2 and SmolLM2-135M-Instruct generating text; all cached after the
+first run), starts the ``tritonserver``
 bundled in the nvidia-pytriton wheel on it, starts the gateway in front of it, makes one
 real call of each kind, prints how to make them yourself, and serves until SIGINT/SIGTERM.
 Triton is supervised (:mod:`triton_models.supervisor`): when it dies it is restarted with
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 DEMO_MODELS = (
     {"name": "minilm", "task": "embed", "triton_model": "minilm"},
     {"name": "sentiment", "task": "classify", "triton_model": "sentiment"},
+    {"name": "smollm2", "task": "generate", "triton_model": "smollm2"},
 )
 
 
@@ -79,6 +81,7 @@ async def _show_calls(target: str) -> None:
             "sentiment", ["a gorgeous, witty, seductive movie.", "the plot is dull and slow."]
         )
         embedded = await client.embed("minilm", ["lmforge serves typed gRPC APIs."])
+        generated = await client.generate("smollm2", "The capital of France is", max_new_tokens=8)
     print("\nlmforge is up.", flush=True)
     print(f"  gateway (gRPC, reflection on): {target}")
     for text, result in zip(
@@ -92,10 +95,18 @@ async def _show_calls(target: str) -> None:
         f"  Embed minilm -> {len(vector)} dims [{', '.join(f'{v:+.3f}' for v in vector[:4])}, ...]"
         f" served by {embedded.served_by.triton_model} v{embedded.served_by.triton_model_version}"
     )
+    print(
+        f"  Generate smollm2 'The capital of France is' -> {generated.text!r} "
+        f"({generated.usage.output_tokens} tokens, {generated.finish_reason})"
+    )
     cli = _cli_path()
     print("\nTry it:")
     print(f"  {cli} client --target {target} classify --model sentiment 'what a great film'")
     print(f"  {cli} client --target {target} embed --model minilm 'hello world'")
+    print(
+        f"  {cli} client --target {target} generate --model smollm2 --stream --chat "
+        "'Write a haiku about the sea'"
+    )
     print(f"  {cli} client --target {target} models")
     print(
         f"  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{target}"

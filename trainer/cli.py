@@ -10,8 +10,10 @@ import argparse
 
 from trainer.repository import commands as repository_commands
 from trainer.training import commands as training_commands
+from trainer.training import prune_cli
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     repository_commands.register(subparsers)  # repo build | repo demo | repo check
     training_commands.register(subparsers)  # train, train export
+    prune_cli.register(subparsers)  # prune

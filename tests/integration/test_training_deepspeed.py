@@ -16,6 +16,21 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+SHM = Path("/dev/shm")
+
+
+def shm_buffers() -> set[str]:
+    return {p.name for p in SHM.glob("deepspeed_allreduce_buffer_*")} if SHM.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_shared_memory() -> Any:
+    """Every run of this module, finished, failed or killed, leaves /dev/shm as it found it."""
+    before = shm_buffers()
+    yield
+    assert shm_buffers() - before == set()
+
+
 POSITIVE = ["good", "great", "lovely", "superb", "fine", "happy"]
 NEGATIVE = ["bad", "awful", "dull", "poor", "sad", "boring"]
 FILLER = ["the", "movie", "was", "really", "a", "plot", "film", "story", "quite", "very"]

@@ -112,7 +112,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.set_defaults(handler=_check)
 
     demo = actions.add_parser(
-        "demo", help="build the demo repository (minilm embedder, sentiment classifier)"
+        "demo",
+        help="build the demo repository (minilm embedder, sentiment classifier, smollm2 generator)",
     )
     demo.add_argument("--out", required=True, help="repository folder (replaced atomically)")
     demo.add_argument(

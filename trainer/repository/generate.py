@@ -67,7 +67,7 @@ def generate_config(spec: ModelSpec, chat_template: bool) -> pbtxt.ConfigDict:
         contract.PARAM_TASK: contract.TASK_GENERATE,
         contract.PARAM_MAX_LENGTH: str(spec.max_length),
         contract.PARAM_MAX_NEW_TOKENS: str(g.max_new_tokens),
-        contract.PARAM_DEFAULT_MAX_NEW_TOKENS: str(g.default_max_new_tokens),
+        contract.PARAM_DEFAULT_MAX_NEW_TOKENS: str(g.default_new_tokens),
         contract.PARAM_MAX_SEQUENCES: str(g.max_sequences),
         contract.PARAM_MAX_KV_TOKENS: str(g.max_kv_tokens),
         contract.PARAM_CHAT_TEMPLATE: str(chat_template).lower(),

@@ -8,7 +8,7 @@ Example::
       max_length: 1024                       # prompt tokens, at most
       generation:
         max_new_tokens: 512                  # the most one request may ask for
-        default_max_new_tokens: 128          # when a request asks for 0
+        default_max_new_tokens: 128          # when a request asks for 0 (default: 128)
         max_sequences: 8                     # decoded together (in-flight batching)
         max_kv_tokens: 8192                  # sum of prompt + max_new_tokens over them
         cpu_threads: 0                       # torch intra-op threads; 0: torch decides
@@ -30,7 +30,9 @@ DEFAULT_CHECK_PROMPTS: tuple[str, ...] = (
 
 class GenerationSpec(StrictModel):
     max_new_tokens: int = Field(default=512, ge=1, le=32768)
-    default_max_new_tokens: int = Field(default=128, ge=1, le=32768)
+    default_max_new_tokens: int | None = Field(
+        default=None, ge=1, le=32768, description="null: 128, or max_new_tokens if smaller"
+    )
     max_sequences: int = Field(default=8, ge=1, le=256)
     max_kv_tokens: int = Field(default=8192, ge=2, le=10_000_000)
     cpu_threads: int = Field(default=0, ge=0, le=256)
@@ -50,12 +52,21 @@ class GenerationSpec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationSpec:
-        if self.default_max_new_tokens > self.max_new_tokens:
+        if self.default_max_new_tokens is not None and (
+            self.default_max_new_tokens > self.max_new_tokens
+        ):
             raise ValueError(
                 f"default_max_new_tokens {self.default_max_new_tokens} exceeds max_new_tokens "
                 f"{self.max_new_tokens}"
             )
         return self
+
+    @property
+    def default_new_tokens(self) -> int:
+        """What a request that asks for 0 new tokens gets."""
+        if self.default_max_new_tokens is not None:
+            return self.default_max_new_tokens
+        return min(128, self.max_new_tokens)
 
     def check_model(self, name: str, target: str, max_length: int, quantize: str) -> None:
         """Rules that involve the enclosing model spec; raises ``ValueError``."""

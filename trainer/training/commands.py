@@ -70,6 +70,20 @@ def launcher_command(
     return cmd
 
 
+def default_ranks() -> int | None:
+    """One rank on a machine without GPUs (None: DeepSpeed's choice, one per GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    logger.info(
+        "no GPU: training on one rank. Ranks on one CPU split the same cores, and each step "
+        "also pays an all-reduce of every gradient (see `lmforge bench train`); pass "
+        "--num-ranks to choose, or --hostfile for several machines"
+    )
+    return 1
+
+
 def _export(args: argparse.Namespace) -> int:
     if not args.run_dir or not args.task or not args.out:
         logger.error("usage: lmforge train export RUN_DIR --task NAME --out DIR")
@@ -110,10 +124,13 @@ def handle(args: argparse.Namespace) -> int:
                 "%s: valid (%d tasks, output %s)", args.target, len(config.tasks), config.output_dir
             )
             return 0
+        num_ranks = args.num_ranks
+        if num_ranks is None and args.hostfile is None:
+            num_ranks = default_ranks()
         cmd = launcher_command(
             str(Path(args.target).resolve()),
             resume=args.resume,
-            num_ranks=args.num_ranks,
+            num_ranks=num_ranks,
             hostfile=args.hostfile,
             master_port=args.master_port or _free_port(),
         )

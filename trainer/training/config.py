@@ -72,6 +72,9 @@ class ModelConfig(StrictModel):
     student: StudentConfig | None = None
     tokenizer: Path | None = None
     max_length: int = Field(128, ge=8)
+    # parameter name prefixes kept fixed, e.g. ["encoder.embeddings.word_embeddings"]: the
+    # word-embedding table is half of a small encoder's weights and barely moves in a fine-tune
+    freeze: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
@@ -184,8 +187,13 @@ class SamplingConfig(StrictModel):
 
 
 class DeepSpeedConfig(StrictModel):
-    zero_stage: int = Field(2, ge=0, le=3)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """``precision``: ``auto`` trains in bf16 where the processor computes it natively
+    (AVX512-BF16/AMX on CPU, Ampere+ GPUs) and in fp32 elsewhere; ``bf16`` on a CPU is torch
+    autocast over fp32 master weights (faster than DeepSpeed's bf16 optimizer there);
+    ``fp16`` needs a GPU."""
+
+    zero_stage: int = Field(0, ge=0, le=3)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     micro_batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_clipping: float = Field(1.0, ge=0.0)
@@ -200,6 +208,8 @@ class OptimizerConfig(StrictModel):
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     warmup_steps: int | None = Field(None, ge=0)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    # torch's fused AdamW: one kernel over all parameters; on CPU the step is ~3x faster
+    fused: bool = True
 
 
 class LoopConfig(StrictModel):

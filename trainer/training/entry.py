@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from trainer.errors import TrainerError
 from trainer.settings import settings
@@ -28,6 +29,19 @@ def _threads_per_rank(world_size: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, local))
 
 
+def release_shared_memory(rank: int) -> None:
+    """Unlink this rank's DeepSpeed all-reduce buffer in ``/dev/shm`` once every rank has
+    mapped it: the mappings stay valid, and nothing is left behind when the run ends, fails or
+    is killed (each run would otherwise leave ~69 MB of RAM per rank in /dev/shm)."""
+    import torch.distributed as dist
+
+    dist.barrier()  # every rank has opened every other rank's buffer by now
+    port = os.environ.get("MASTER_PORT", "*")
+    for path in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_{rank}"):
+        path.unlink(missing_ok=True)
+        logger.debug("released %s", path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trainer.training.entry")
     parser.add_argument("config")
@@ -46,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch.distributed as dist
 
         deepspeed.init_distributed()
+        release_shared_memory(dist.get_rank())
         torch.set_num_threads(_threads_per_rank(dist.get_world_size()))
         from trainer.training.loop import train
 

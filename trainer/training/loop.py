@@ -32,6 +32,7 @@ from trainer.training.modeling import (
     init_lm_heads_from_embeddings,
 )
 from trainer.training.optim import build_optimizer, deepspeed_config
+from trainer.training.precision import resolve as resolve_precision
 from trainer.training.runlog import MetricsLog
 from trainer.training.sampling import IndexStream, TaskSampler, task_probabilities
 from trainer.training.tasks import Collator, EvalAccumulator, Task, load_task, text_lengths
@@ -92,6 +93,7 @@ def build_model(
         raise ConfigError("masked_lm needs a tokenizer with a mask token")
     model = MultiTaskModel(encoder, [t.spec for t in tasks])
     init_lm_heads_from_embeddings(model)
+    freeze(model, config.model.freeze)
     pretrained = config.model.pretrained
     if pretrained is not None and (pretrained / TASKS_FILE).is_file():
         source, _ = load_bundle(pretrained)  # a trainer bundle: continue with its heads too
@@ -99,6 +101,17 @@ def build_model(
     if teacher is not None and teacher.model is not None:
         logger.info("heads from the teacher: %s", copy_heads(teacher.model, model))
     return model
+
+
+def freeze(model: MultiTaskModel, prefixes: tuple[str, ...]) -> None:
+    """Keep the parameters whose names start with one of ``prefixes`` fixed."""
+    for prefix in prefixes:
+        matched = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+        if not matched:
+            names = sorted({n.rsplit(".", 2)[0] for n, _ in model.named_parameters()})[:12]
+            raise ConfigError(f"model.freeze: {prefix!r} matches no parameter (e.g. {names})")
+        for parameter in matched:
+            parameter.requires_grad_(False)
 
 
 def gather_full_state(engine: Any, zero_stage: int) -> dict[str, torch.Tensor] | None:
@@ -146,12 +159,13 @@ class Trainer:
             layers = int(self.model.encoder.config.num_hidden_layers)
             self.distiller = Distiller(config.distill, teacher, layers)
         self.total = total_steps(config, self.tasks, self.world)
+        self.precision = resolve_precision(config.deepspeed.precision, torch.cuda.is_available())
         optimizer, scheduler = build_optimizer(self.model, config.optimizer, self.total)
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.model,
             optimizer=optimizer,
             lr_scheduler=scheduler,
-            config=deepspeed_config(config.deepspeed, self.world),
+            config=deepspeed_config(config.deepspeed, self.world, self.precision.deepspeed),
             dist_init_required=False,
         )
         probs = task_probabilities(
@@ -181,11 +195,12 @@ class Trainer:
         self.log = MetricsLog(self.out / "metrics.jsonl", tensorboard)
         if self.rank == 0:
             logger.info(
-                "%d steps of %d rows (%d ranks, ZeRO-%d); task mix %s",
+                "%d steps of %d rows (%d ranks, ZeRO-%d, %s); task mix %s",
                 self.total,
                 mb * config.deepspeed.gradient_accumulation_steps * self.world,
                 self.world,
                 config.deepspeed.zero_stage,
+                self.precision.name + (" autocast" if self.precision.autocast else ""),
                 {t.name: round(float(p), 4) for t, p in zip(self.tasks, probs, strict=True)},
             )
         if resume:
@@ -225,24 +240,25 @@ class Trainer:
         )
         torch.manual_seed(derived_seed(self.config.seed, self.micro, self.rank, 2))  # dropout
         batch = self.collate(task, task.train, self.streams[index].next_batch(), generator)
-        if self.distiller is None:
-            out = self.engine(task=task.name, **batch)
-            loss = out.loss
-        else:
-            out = self.engine(
-                task=task.name,
-                **batch,
-                output_hidden_states=self.distiller.needs_hidden,
-                output_attentions=self.distiller.needs_attention,
-            )
-            loss = self.distiller.loss(task.name, task.config.type, batch, out)
+        with self.precision.forward():
+            if self.distiller is None:
+                out = self.engine(task=task.name, **batch)
+                loss = out.loss
+            else:
+                out = self.engine(
+                    task=task.name,
+                    **batch,
+                    output_hidden_states=self.distiller.needs_hidden,
+                    output_attentions=self.distiller.needs_attention,
+                )
+                loss = self.distiller.loss(task.name, task.config.type, batch, out)
         self.engine.backward(loss * task.config.loss_weight)
         self.engine.step()
         self.micro += 1
         return index, float(loss.detach())
 
     def run(self) -> dict[str, Any]:
-        started = time.monotonic()
+        started = self.started = time.monotonic()
         cfg = self.config.training
         n = len(self.tasks)
         bar = tqdm(total=self.total, initial=self.step, disable=self.rank != 0, mininterval=2.0)
@@ -279,6 +295,7 @@ class Trainer:
         loss = float(sums[2 * n] / sums[2 * n + 1])
         record: dict[str, Any] = {
             "step": self.step,
+            "elapsed_s": round(time.monotonic() - self.started, 3),  # since training began
             "loss": loss,
             "lr": float(self.engine.get_lr()[0]),
             "task_loss": {
@@ -311,7 +328,8 @@ class Trainer:
                     derived_seed(self.config.seed, b, self.rank, 3)
                 )
                 batch = self.collate(task, task.dev, chunk, generator)
-                out = self.engine(task=task.name, **batch)
+                with self.precision.forward():
+                    out = self.engine(task=task.name, **batch)
                 acc.add(out, chunk, valid)
             states: list[Any] = [None] * self.world
             dist.all_gather_object(states, acc.state())

@@ -53,7 +53,11 @@ def build_optimizer(
     from transformers import get_scheduler
 
     optimizer = torch.optim.AdamW(
-        param_groups(model, config), lr=config.lr, betas=config.betas, eps=config.eps
+        param_groups(model, config),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        fused=config.fused or None,
     )
     scheduler = get_scheduler(
         _SCHEDULES[config.schedule],
@@ -64,7 +68,10 @@ def build_optimizer(
     return optimizer, scheduler
 
 
-def deepspeed_config(config: DeepSpeedConfig, world_size: int) -> dict[str, Any]:
+def deepspeed_config(
+    config: DeepSpeedConfig, world_size: int, precision: str = "fp32"
+) -> dict[str, Any]:
+    """``precision`` is the resolved DeepSpeed mode (:mod:`trainer.training.precision`)."""
     return {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
@@ -73,8 +80,8 @@ def deepspeed_config(config: DeepSpeedConfig, world_size: int) -> dict[str, Any]
         * world_size,
         "gradient_clipping": config.gradient_clipping,
         "zero_optimization": {"stage": config.zero_stage},
-        "bf16": {"enabled": config.precision == "bf16"},
-        "fp16": {"enabled": config.precision == "fp16"},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
