@@ -84,6 +84,8 @@ class ModelMetadata:
     version: str = ""
     regression: bool = False  # classify: one label whose score is a predicted value
     text_pairs: bool = False  # classify: the model reads a second text per input
+    max_new_tokens: int | None = None  # generate: the most one request may ask for
+    chat_template: bool = False  # generate: the tokenizer has a chat template
 
 
 @dataclass(frozen=True)
@@ -103,20 +105,31 @@ class EmbedResult:
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """How to generate; 0 (or 1 for ``top_p`` and ``repetition_penalty``) means "off" or
+    "the model's default" (``max_new_tokens``)."""
+
     max_new_tokens: int = 0
     temperature: float = 0.0
     top_p: float = 0.0
     top_k: int = 0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    repetition_penalty: float = 0.0
+    use_chat_template: bool = False
 
 
 @dataclass(frozen=True)
 class GenerateChunk:
+    """New text since the previous chunk; the last chunk has ``finish_reason`` set (one of
+    :data:`triton_models.runtime.contract.FINISH_REASONS`). Token counts are the totals so
+    far."""
+
     text: str
-    finish_reason: str | None = None  # "end_of_sequence" | "stop_sequence" | "length"
+    finish_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    stop_sequence: str = ""
+    version: str = ""
 
 
 @runtime_checkable

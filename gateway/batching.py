@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 
 from pydantic import Field
 
+from gateway.admission import QueueState, QueueTimeAdmission
 from gateway.errors import (
     BackendError,
     BackendUnavailable,
@@ -60,6 +61,12 @@ class BatchingConfig(StrictModel):
         0.0, ge=0, description="wait of the oldest input for company while a slot is free"
     )
     max_queued_inputs: int = Field(1024, ge=1, description="pending inputs; more are rejected")
+    max_queue_ms: float | None = Field(
+        None,
+        gt=0,
+        description="refuse a request whose expected queue time (learnt from recent batches) "
+        "exceeds this; null: only max_queued_inputs bounds the queue",
+    )
     max_in_flight_batches: int = Field(1, ge=1, description="batches running concurrently")
     min_fill: float = Field(
         0.6,
@@ -148,6 +155,36 @@ class Batcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._admission: QueueTimeAdmission | None = None
+        self._configure_admission(config)
+
+    def _configure_admission(self, config: BatchingConfig) -> None:
+        if config.max_queue_ms is None:
+            self._admission = None
+        elif self._admission is None:
+            self._admission = QueueTimeAdmission(config.max_queue_ms / 1000)
+        else:
+            self._admission.budget_s = config.max_queue_ms / 1000
+
+    def admit(self, count: int) -> None:
+        """Raise :class:`Overloaded` now if ``count`` more inputs would be refused: the one
+        admission decision, cheap enough to make before the caller tokenizes."""
+        config = self._config
+        if self._closed or not config.enabled:
+            return
+        if len(self._pending) + count > config.max_queued_inputs:
+            raise Overloaded(
+                f"{self.name}: {len(self._pending)} inputs queued, {count} more would "
+                f"exceed max_queued_inputs={config.max_queued_inputs}"
+            )
+        if self._admission is not None:
+            state = QueueState(
+                len(self._pending),
+                len(self._in_flight),
+                config.max_batch_size,
+                config.max_in_flight_batches,
+            )
+            self._admission.check(self.name, state)
 
     @property
     def config(self) -> BatchingConfig:
@@ -165,6 +202,7 @@ class Batcher(Generic[T, R]):
         """Use ``config`` for the batches formed from now on."""
         config.check_fits(self._max_length)
         self._config = config
+        self._configure_admission(config)
         self._wakeup.set()
 
     async def start(self) -> None:
@@ -201,11 +239,7 @@ class Batcher(Generic[T, R]):
         if not config.enabled:
             return await self._passthrough(items, lengths)
         now = self._clock()
-        if len(self._pending) + len(items) > config.max_queued_inputs:
-            raise Overloaded(
-                f"{self.name}: {len(self._pending)} inputs queued, {len(items)} more would "
-                f"exceed max_queued_inputs={config.max_queued_inputs}"
-            )
+        self.admit(len(items))
         await self.start()
         request: _Request[R] = _Request(
             asyncio.get_running_loop().create_future(), len(items), now, deadline
@@ -413,6 +447,8 @@ class Batcher(Generic[T, R]):
             self._fail(request, BackendUnavailable(message))
 
     def _report(self, lengths: Sequence[int], queued: float, run: float, ok: bool) -> None:
+        if self._admission is not None:
+            self._admission.observe(len(lengths), run, ok)
         if self._on_batch is None:
             return
         stats = BatchStats(len(lengths), sum(lengths), max(lengths) * len(lengths), queued, run, ok)

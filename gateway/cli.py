@@ -12,12 +12,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import client_cli, server
+from gateway import auth_cli, client_cli, server
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 #: the gateway's subcommands, each registered by the module that owns it
-COMMANDS: tuple[Register, ...] = (server.register, client_cli.register)
+COMMANDS: tuple[Register, ...] = (server.register, client_cli.register, auth_cli.register)
 
 
 def build_parser(

@@ -11,27 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
+from typing import Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway._proto.lmforge.v1 import generate_pb2, inference_service_pb2_grpc, models_pb2
+from gateway._proto.lmforge.v1 import inference_service_pb2_grpc, models_pb2
+from gateway.client_auth import SyncApiKeyInterceptor, aio_interceptors
 from gateway.client_types import (
     ClassifyReply,
     EmbedReply,
+    GenerateChunk,
+    GenerateReply,
+    GenerationKwargs,
     LmforgeError,
     ModelDescription,
     classify_reply,
     classify_request,
     embed_reply,
     embed_request,
+    generate_chunk,
+    generate_reply,
+    generate_request,
+    generate_stream_request,
+    generation_options,
     model_descriptions,
     routing_metadata,
 )
 
-__all__ = ["AsyncLmforgeClient", "LmforgeClient", "LmforgeError"]
+__all__ = [
+    "AsyncLmforgeClient",
+    "GenerateChunk",
+    "GenerateReply",
+    "LmforgeClient",
+    "LmforgeError",
+]
 
 DEFAULT_TIMEOUT = 30.0
 _HEALTH_NAMES: dict[int, str] = {
@@ -53,12 +69,28 @@ def _poll_health(check: Callable[[], str]) -> str:
 
 
 class LmforgeClient:
-    """Blocking client over one gRPC channel. ``timeout`` is the per-call deadline (s)."""
+    """Blocking client over one gRPC channel. ``timeout`` is the per-call deadline (s);
+    ``credentials`` (e.g. :func:`gateway.tls.channel_credentials`) makes it a TLS channel;
+    ``api_key`` is sent as ``authorization: Bearer ...`` on every call."""
 
-    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        channel = (
+            grpc.insecure_channel(target)
+            if credentials is None
+            else grpc.secure_channel(target, credentials)
+        )
+        if api_key is not None:
+            channel = grpc.intercept_channel(channel, SyncApiKeyInterceptor(api_key))
+        self._channel = channel
         self._stub = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -108,16 +140,51 @@ class LmforgeClient:
             raise LmforgeError.from_rpc_error(exc) from None
 
     def generate(
-        self, model: str, prompt: str, *, timeout: float | None = None
-    ) -> generate_pb2.GenerateResponse:
-        request = generate_pb2.GenerateRequest(model=model, prompt=prompt)
+        self,
+        model: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        routing_key: str | None = None,
+        deployment: str | None = None,
+        **options: Unpack[GenerationKwargs],
+    ) -> GenerateReply:
+        """The whole completion of ``prompt`` (options: :class:`GenerationOptions`)."""
+        request = generate_request(model, prompt, generation_options(options))
+        metadata = routing_metadata(routing_key, deployment)
         try:
-            response: generate_pb2.GenerateResponse = self._stub.Generate(
-                request, timeout=self._deadline(timeout)
+            response = self._stub.Generate(
+                request, timeout=self._deadline(timeout), metadata=metadata
             )
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
-        return response
+        return generate_reply(response)
+
+    def generate_stream(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        routing_key: str | None = None,
+        deployment: str | None = None,
+        **options: Unpack[GenerationKwargs],
+    ) -> Iterator[GenerateChunk]:
+        """The completion as it is produced; closing the iterator early cancels the call
+        (and the generation)."""
+        request = generate_stream_request(model, prompt, generation_options(options))
+        call = self._stub.GenerateStream(
+            request,
+            timeout=self._deadline(timeout),
+            metadata=routing_metadata(routing_key, deployment),
+        )
+        try:
+            for message in call:
+                yield generate_chunk(message)
+        except grpc.RpcError as exc:
+            raise LmforgeError.from_rpc_error(exc) from None
+        finally:
+            call.cancel()
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelDescription]:
         try:
@@ -169,12 +236,25 @@ class LmforgeClient:
 
 
 class AsyncLmforgeClient:
-    """asyncio client over one ``grpc.aio`` channel; create it inside a running loop."""
+    """asyncio client over one ``grpc.aio`` channel; create it inside a running loop.
+    ``credentials`` and ``api_key`` as for :class:`LmforgeClient`."""
 
-    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target)
+        interceptors = aio_interceptors(api_key)
+        self._channel = (
+            grpc.aio.insecure_channel(target, interceptors=interceptors)
+            if credentials is None
+            else grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+        )
         self._stub = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -226,29 +306,51 @@ class AsyncLmforgeClient:
         return embed_reply(response)
 
     async def generate(
-        self, model: str, prompt: str, *, timeout: float | None = None
-    ) -> generate_pb2.GenerateResponse:
-        request = generate_pb2.GenerateRequest(model=model, prompt=prompt)
+        self,
+        model: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        routing_key: str | None = None,
+        deployment: str | None = None,
+        **options: Unpack[GenerationKwargs],
+    ) -> GenerateReply:
+        """The whole completion of ``prompt`` (options: :class:`GenerationOptions`)."""
+        request = generate_request(model, prompt, generation_options(options))
+        metadata = routing_metadata(routing_key, deployment)
         try:
-            response: generate_pb2.GenerateResponse = await self._stub.Generate(
-                request, timeout=self._deadline(timeout)
+            response = await self._stub.Generate(
+                request, timeout=self._deadline(timeout), metadata=metadata
             )
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
-        return response
+        return generate_reply(response)
 
     async def generate_stream(
-        self, model: str, prompt: str, *, timeout: float | None = None
-    ) -> list[generate_pb2.GenerateStreamResponse]:
-        """All chunks of a streamed generation (collects the stream)."""
-        request = generate_pb2.GenerateStreamRequest(model=model, prompt=prompt)
-        chunks: list[generate_pb2.GenerateStreamResponse] = []
+        self,
+        model: str,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        routing_key: str | None = None,
+        deployment: str | None = None,
+        **options: Unpack[GenerationKwargs],
+    ) -> AsyncIterator[GenerateChunk]:
+        """The completion as it is produced; leaving the loop early (or cancelling the task)
+        cancels the call, and with it the generation."""
+        request = generate_stream_request(model, prompt, generation_options(options))
+        call = self._stub.GenerateStream(
+            request,
+            timeout=self._deadline(timeout),
+            metadata=routing_metadata(routing_key, deployment),
+        )
         try:
-            async for chunk in self._stub.GenerateStream(request, timeout=self._deadline(timeout)):
-                chunks.append(chunk)
+            async for message in call:
+                yield generate_chunk(message)
         except grpc.RpcError as exc:
             raise LmforgeError.from_rpc_error(exc) from None
-        return chunks
+        finally:
+            call.cancel()
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelDescription]:
         try:

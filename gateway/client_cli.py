@@ -2,6 +2,8 @@
 
 lmforge client --target 127.0.0.1:50051 classify --model sentiment "great film" "dull plot"
 lmforge client embed --model minilm --dimensions 64 "a sentence"
+lmforge client generate --model smollm2 --max-new-tokens 32 "The capital of France is"
+lmforge client generate --model smollm2 --stream --chat --stop "\n" "Write a haiku about rain"
 lmforge client models
 lmforge client health
 """
@@ -16,7 +18,7 @@ import sys
 from typing import Any
 
 from gateway.client import LmforgeClient
-from gateway.client_types import TRUNCATIONS, LmforgeError
+from gateway.client_types import TRUNCATIONS, GenerationKwargs, LmforgeError
 from gateway.settings import DEFAULT_TARGET, Settings
 
 
@@ -25,8 +27,37 @@ def _print(payload: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _options(args: argparse.Namespace) -> GenerationKwargs:
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "repetition_penalty": args.repetition_penalty,
+        "stop": tuple(args.stop or ()),
+        "seed": args.seed,
+        "use_chat_template": args.chat,
+        "truncation": args.truncation,
+    }
+
+
+def _stream(client: LmforgeClient, args: argparse.Namespace) -> Any:
+    """Print the text as it comes; the last chunk's summary is the JSON result."""
+    last = None
+    for chunk in client.generate_stream(args.model, args.prompt, **_options(args)):
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+        last = chunk
+    sys.stdout.write("\n")
+    return None if last is None else dataclasses.asdict(last) | {"text": None}
+
+
 def _call(args: argparse.Namespace) -> Any:
     with LmforgeClient(args.target, timeout=args.timeout) as client:
+        if args.client_command == "generate":
+            if args.stream:
+                return _stream(client, args)
+            return dataclasses.asdict(client.generate(args.model, args.prompt, **_options(args)))
         if args.client_command == "classify":
             return dataclasses.asdict(
                 client.classify(
@@ -76,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "client",
-        help="call a running gateway (classify, embed, models, health)",
+        help="call a running gateway (classify, embed, generate, models, health)",
         description="Call lmforge.v1.InferenceService and print the reply as JSON.",
     )
     parser.add_argument(
@@ -109,6 +140,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     embed.add_argument("--truncation", choices=sorted(TRUNCATIONS), default="end")
     embed.add_argument("texts", nargs="+", metavar="TEXT")
+
+    generate = commands.add_parser("generate", help="generate a completion of a prompt")
+    generate.add_argument("--model", required=True, help="logical model name")
+    generate.add_argument("--max-new-tokens", type=int, default=0, help="0: the model's default")
+    generate.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    generate.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling (0: off)")
+    generate.add_argument("--top-k", type=int, default=0, help="0: off")
+    generate.add_argument("--repetition-penalty", type=float, default=0.0, help="0 or 1: off")
+    generate.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeat)")
+    generate.add_argument("--seed", type=int, default=None, help="reproducible sampling")
+    generate.add_argument("--chat", action="store_true", help="apply the chat template")
+    generate.add_argument("--truncation", choices=sorted(TRUNCATIONS), default="end")
+    generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    generate.add_argument("prompt", metavar="PROMPT")
 
     commands.add_parser("models", help="list the served models")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import grpc
 from grpc_status import rpc_status
@@ -12,6 +13,7 @@ from gateway._proto.lmforge.v1 import (
     classify_pb2,
     common_pb2,
     embed_pb2,
+    generate_pb2,
     models_pb2,
 )
 from gateway.errors import FieldViolation, field_violations
@@ -278,3 +280,135 @@ def model_descriptions(msg: models_pb2.ListModelsResponse) -> list[ModelDescript
         )
         for m in msg.models
     ]
+
+
+# -- generation -------------------------------------------------------------------------------
+FINISH_REASON_NAMES: dict[int, str] = {
+    generate_pb2.FINISH_REASON_END_OF_SEQUENCE: "end_of_sequence",
+    generate_pb2.FINISH_REASON_STOP_SEQUENCE: "stop_sequence",
+    generate_pb2.FINISH_REASON_LENGTH: "length",
+    generate_pb2.FINISH_REASON_CANCELLED: "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How to generate (``0`` switches a knob off, or asks for the model's default
+    ``max_new_tokens``; ``top_p`` and ``repetition_penalty`` are also off at 1)."""
+
+    max_new_tokens: int = 0
+    temperature: float = 0.0
+    top_p: float = 0.0
+    top_k: int = 0
+    repetition_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    use_chat_template: bool = False
+    truncation: str | int = "end"
+
+    def parameters(self) -> generate_pb2.SamplingParameters:
+        params = generate_pb2.SamplingParameters(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            stop=list(self.stop),
+        )
+        if self.seed is not None:
+            params.seed = self.seed
+        return params
+
+
+class GenerationKwargs(TypedDict, total=False):
+    """The fields of :class:`GenerationOptions`, as keyword arguments of the clients."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    stop: tuple[str, ...] | list[str]
+    seed: int | None
+    use_chat_template: bool
+    truncation: str | int
+
+
+def generation_options(kwargs: GenerationKwargs) -> GenerationOptions:
+    values = dict(kwargs)
+    values["stop"] = tuple(kwargs.get("stop", ()))
+    return GenerationOptions(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class GenerateReply:
+    text: str
+    finish_reason: str  # end_of_sequence | stop_sequence | length | cancelled
+    stop_sequence: str  # the stop string that ended it ("" otherwise)
+    served_by: ServedBy
+    usage: Usage
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class GenerateChunk:
+    """One message of a stream: new text; the last one also says why it ended and what it
+    cost (``finish_reason`` set)."""
+
+    text: str
+    finish_reason: str | None
+    stop_sequence: str
+    served_by: ServedBy
+    usage: Usage | None
+    timing: Timing | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+def generate_request(
+    model: str, prompt: str, options: GenerationOptions
+) -> generate_pb2.GenerateRequest:
+    return generate_pb2.GenerateRequest(
+        model=model,
+        prompt=prompt,
+        parameters=options.parameters(),
+        truncation=truncation_value(options.truncation),
+        use_chat_template=options.use_chat_template,
+    )
+
+
+def generate_stream_request(
+    model: str, prompt: str, options: GenerationOptions
+) -> generate_pb2.GenerateStreamRequest:
+    return generate_pb2.GenerateStreamRequest(
+        model=model,
+        prompt=prompt,
+        parameters=options.parameters(),
+        truncation=truncation_value(options.truncation),
+        use_chat_template=options.use_chat_template,
+    )
+
+
+def generate_reply(msg: generate_pb2.GenerateResponse) -> GenerateReply:
+    return GenerateReply(
+        text=msg.text,
+        finish_reason=FINISH_REASON_NAMES.get(msg.finish_reason, "unspecified"),
+        stop_sequence=msg.stop_sequence,
+        served_by=_served_by(msg.served_by),
+        usage=_usage(msg.usage),
+        timing=_timing(msg.timing),
+    )
+
+
+def generate_chunk(msg: generate_pb2.GenerateStreamResponse) -> GenerateChunk:
+    last = msg.finish_reason != generate_pb2.FINISH_REASON_UNSPECIFIED
+    return GenerateChunk(
+        text=msg.text,
+        finish_reason=FINISH_REASON_NAMES.get(msg.finish_reason, "unspecified") if last else None,
+        stop_sequence=msg.stop_sequence,
+        served_by=_served_by(msg.served_by),
+        usage=_usage(msg.usage) if last else None,
+        timing=_timing(msg.timing) if last else None,
+    )

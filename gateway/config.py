@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 
 from gateway.batching import BatchingConfig
 from gateway.routing_config import DEFAULT_ENDPOINT, NAME_PATTERN, RouteConfig, Task
+from gateway.security_config import AuthConfig, ClientTlsConfig, ServerTlsConfig
 from lmforge.strict import StrictModel, load_yaml_mapping, validate
 
 __all__ = [
@@ -68,6 +69,18 @@ class ServerConfig(StrictModel):
     reload_interval_s: float = Field(
         default=2.0, ge=0, description="how often the config file is checked; 0: only SIGHUP"
     )
+    shutdown_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="on SIGTERM, report NOT_SERVING and keep serving this long before refusing "
+        "new RPCs (load balancers see the health change first)",
+    )
+    max_receive_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_send_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_streams_per_connection: int = Field(
+        default=128, ge=1, description="HTTP/2 concurrent streams one connection may open"
+    )
+    tls: ServerTlsConfig | None = Field(default=None, description="null: plaintext")
 
 
 class EndpointConfig(StrictModel):
@@ -77,6 +90,7 @@ class EndpointConfig(StrictModel):
     repository: Path | None = Field(
         default=None, description="the model repository it serves, if this gateway can read it"
     )
+    tls: ClientTlsConfig | None = Field(default=None, description="null: plaintext to Triton")
 
 
 class TritonConfig(EndpointConfig):
@@ -93,11 +107,34 @@ class TritonConfig(EndpointConfig):
     model_info_ttl_s: float = Field(
         default=30.0, gt=0, description="how long model config parameters are cached"
     )
+    generate_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="the longest a Generate/GenerateStream call may run (a caller's shorter "
+        "deadline wins)",
+    )
 
 
 class LimitsConfig(StrictModel):
     max_inputs_per_request: int = Field(default=64, ge=1)
     max_chars_per_input: int = Field(default=8192, ge=1)
+    max_prompt_chars: int = Field(default=32768, ge=1, description="Generate: prompt length")
+    max_new_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Generate: the most a request may ask for (the model's own limit applies too)",
+    )
+    max_stop_sequences: int = Field(default=16, ge=0, description="Generate: stop strings")
+    max_stop_chars: int = Field(default=256, ge=1, description="Generate: one stop string")
+    max_tokens_per_input: int | None = Field(
+        default=None,
+        ge=1,
+        description="inputs with more words than this are refused before tokenization (each "
+        "word is at least one token); the model's max_length applies after",
+    )
+    max_concurrent_streams: int = Field(
+        default=64, ge=1, description="streaming RPCs in flight, gateway-wide"
+    )
 
 
 class GatewayConfig(StrictModel):
@@ -107,6 +144,7 @@ class GatewayConfig(StrictModel):
     limits: LimitsConfig = LimitsConfig()
     batching: BatchingConfig = BatchingConfig()
     models: tuple[RouteConfig, ...] = Field(min_length=1)
+    auth: AuthConfig | None = Field(default=None, description="null: no API keys needed")
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
@@ -130,6 +168,13 @@ class GatewayConfig(StrictModel):
                         f"models.{index} ({model.name!r}): deployment {deployment.name!r} names "
                         f"endpoint {deployment.endpoint!r}; endpoints are {sorted(known)}"
                     )
+        for index, key in enumerate(self.auth.keys if self.auth else ()):
+            unknown = sorted(set(key.models) - {"*"} - set(seen))
+            if unknown:
+                raise ValueError(
+                    f"auth.keys.{index} ({key.name!r}) allows unknown models {unknown}; "
+                    f"models are {sorted(seen)}"
+                )
         if self.limits.max_inputs_per_request > self.batching.max_queued_inputs:
             raise ValueError(
                 f"limits.max_inputs_per_request {self.limits.max_inputs_per_request} exceeds "

@@ -289,6 +289,7 @@ class DeploymentRunner:
         try:
             await self._prepare()
             assert self._batcher is not None and self._meta is not None
+            self._batcher.admit(len(texts))  # refuse before tokenizing: rejections stay cheap
             rows, lengths = self._rows(texts, pairs, truncate, deadline)
             batched: Batched[RowOutput] = await self._batcher.submit(
                 rows, lengths, deadline=deadline

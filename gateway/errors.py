@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -65,8 +65,15 @@ class ModelNotFound(GatewayError):
 
 
 class Overloaded(GatewayError):
+    """Too much work now; ``retry_after`` (seconds), when known, becomes a
+    ``google.rpc.RetryInfo`` detail telling the caller when trying again makes sense."""
+
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     kind = "overloaded"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BackendUnavailable(GatewayError):
@@ -125,6 +132,12 @@ def to_status_proto(exc: BaseException) -> status_pb2.Status:
             )
         )
         status.details.append(detail)
+    if isinstance(exc, Overloaded) and exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(round(exc.retry_after * 1e9), 0))
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        status.details.append(detail)
     return status
 
 
@@ -144,3 +157,13 @@ def field_violations(status: status_pb2.Status) -> list[FieldViolation]:
                 FieldViolation(v.field, v.description) for v in bad_request.field_violations
             )
     return found
+
+
+def retry_delay(status: status_pb2.Status) -> float | None:
+    """The ``RetryInfo`` delay (seconds) inside a decoded ``google.rpc.Status``, if any."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None

@@ -2,8 +2,11 @@
 
 Texts are "tokenized" by whitespace (plus two special tokens). Embeddings are pseudo-random
 unit vectors seeded by the text; classification scores come from a softmax over per-label
-logits seeded by the text, with a bonus for each word of the text that equals a label. Readiness,
-latency and failures can be set by the test.
+logits seeded by the text, with a bonus for each word of the text that equals a label.
+Generation produces words ``" w<n>"``, one per token, chosen from the prompt (greedy) or from a
+generator seeded by ``seed`` and the prompt; a prompt word ``<eos:N>`` ends it after N tokens;
+stop strings are held back and matched as the generate model does. Readiness, latency, failures
+and capacity can be set by the test.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from gateway.errors import (
     GatewayError,
     InvalidInput,
     ModelNotFound,
-    Unimplemented,
+    Overloaded,
 )
+from triton_models.runtime import contract
+from triton_models.runtime.stops import StopMatcher
 
 SPECIAL_TOKENS = 2
 
@@ -105,6 +110,9 @@ class FakeBackend:
                 task="classify", labels=("negative", "neutral", "positive"), max_length=16
             ),
             "minilm": ModelMetadata(task="embed", dimension=8, max_length=16),
+            "tinylm": ModelMetadata(
+                task="generate", max_length=16, max_new_tokens=64, chat_template=True
+            ),
         }
     )
     server_ready: bool = True
@@ -116,6 +124,12 @@ class FakeBackend:
     #: backend model name → how the gateway may tokenize for it (None: the fake tokenizes)
     tokenizers: dict[str, TokenizerSpec] = field(default_factory=dict)
     sharpness: float = 1.0  # scales classification logits: a more or less confident model
+    # -- generation knobs --
+    token_delay_s: float = 0.0  # per generated token
+    fail_after_chunks: int | None = None  # raise fail_with after this many chunks were sent
+    max_generations: int | None = None  # more at once are refused (Overloaded)
+    active_generations: int = 0  # generations in progress now
+    generations: list[GenerationParams] = field(default_factory=list)
 
     async def _enter(
         self, method: str, target: ModelTarget, rows: Rows, timeout: float | None
@@ -186,8 +200,84 @@ class FakeBackend:
         truncate: bool,
         timeout: float | None = None,
     ) -> AsyncIterator[GenerateChunk]:
-        raise Unimplemented("generation is not implemented yet")
-        yield GenerateChunk("")  # pragma: no cover - makes this an async generator
+        self.calls.append(FakeCall("generate", target, (prompt,), (truncate,), timeout))
+        self.generations.append(params)
+        meta = await self.model_info(target)
+        if not await self.ready(target):
+            raise BackendUnavailable(f"model {target.backend_model!r} is not ready")
+        if meta.task != "generate":
+            raise InvalidInput(f"model {target.backend_model!r} does not generate")
+        if self.fail_with is not None and self.fail_after_chunks is None:
+            raise self.fail_with
+        input_tokens = self._prompt_tokens(prompt, meta, params, truncate)
+        if self.max_generations is not None and self.active_generations >= self.max_generations:
+            raise Overloaded(f"{target.backend_model!r} is generating at capacity")
+        words = fake_completion(prompt, params, meta)
+        self.active_generations += 1
+        try:
+            async for chunk in self._stream(words, params, input_tokens, meta):
+                yield chunk
+        finally:
+            self.active_generations -= 1
+
+    def _prompt_tokens(
+        self, prompt: str, meta: ModelMetadata, params: GenerationParams, truncate: bool
+    ) -> int:
+        tokens = fake_num_tokens(prompt)
+        limit = meta.max_length
+        if limit is not None and tokens > limit:
+            if not truncate:
+                why = f"{contract.INPUT_TOO_LONG}: {tokens} tokens, more than the model's {limit}"
+                raise InvalidInput.from_violations([FieldViolation("prompt", why)])
+            tokens = limit
+        if meta.max_new_tokens is not None and params.max_new_tokens > meta.max_new_tokens:
+            raise InvalidInput.from_violations(
+                [FieldViolation("parameters.max_new_tokens", f"at most {meta.max_new_tokens}")]
+            )
+        if params.use_chat_template and not meta.chat_template:
+            raise InvalidInput.from_violations(
+                [FieldViolation("use_chat_template", "the model has no chat template")]
+            )
+        return tokens
+
+    async def _stream(
+        self,
+        words: list[str],
+        params: GenerationParams,
+        input_tokens: int,
+        meta: ModelMetadata,
+    ) -> AsyncIterator[GenerateChunk]:
+        stops = StopMatcher(params.stop)
+        version = meta.version or "1"
+        sent = 0
+        for count, word in enumerate(words, start=1):
+            if self.token_delay_s:
+                await asyncio.sleep(self.token_delay_s)
+            if self.fail_after_chunks is not None and sent >= self.fail_after_chunks:
+                raise self.fail_with or BackendUnavailable("the fake backend went away")
+            result = stops.feed(word)
+            if result.matched is not None:
+                yield GenerateChunk(
+                    result.text,
+                    contract.FINISH_STOP_SEQUENCE,
+                    input_tokens,
+                    count,
+                    result.matched,
+                    version,
+                )
+                return
+            if count == len(words):
+                reason = (
+                    contract.FINISH_LENGTH
+                    if count == _max_new_tokens(params)
+                    else contract.FINISH_END_OF_SEQUENCE
+                )
+                text = result.text + stops.flush()
+                yield GenerateChunk(text, reason, input_tokens, count, "", version)
+                return
+            if result.text:
+                sent += 1
+                yield GenerateChunk(result.text, None, input_tokens, count, "", version)
 
     async def ready(self, target: ModelTarget | None = None) -> bool:
         if not self.server_ready:
@@ -209,3 +299,29 @@ class FakeBackend:
 
     async def close(self) -> None:
         self.closed = True
+
+
+FAKE_DEFAULT_MAX_NEW_TOKENS = 16
+
+
+def _max_new_tokens(params: GenerationParams) -> int:
+    return params.max_new_tokens or FAKE_DEFAULT_MAX_NEW_TOKENS
+
+
+def fake_completion(prompt: str, params: GenerationParams, meta: ModelMetadata) -> list[str]:
+    """The fake model's tokens (each a ``" w<n>"`` word) for ``prompt``: greedy decoding is
+    a function of the prompt, sampling of the prompt and the seed (a random one when unset);
+    ``<eos:N>`` in the prompt ends the completion after N tokens."""
+    limit = _max_new_tokens(params)
+    for word in prompt.split():
+        if word.startswith("<eos:") and word.endswith(">") and word[5:-1].isdigit():
+            limit = min(limit, int(word[5:-1]))
+    if params.temperature > 0:
+        seed = (
+            params.seed if params.seed is not None else int(np.random.default_rng().integers(2**32))
+        )
+        rng = np.random.default_rng([seed, _seed(prompt) % 2**32])
+        numbers = rng.integers(0, 100, size=limit)
+    else:
+        numbers = np.random.default_rng(_seed(prompt)).integers(0, 100, size=limit)
+    return [f" w{int(n)}" for n in numbers]

@@ -132,6 +132,33 @@ class GatewayMetrics:
             ["route", "deployment"],
             registry=self.registry,
         )
+        # -- generation ---------------------------------------------------------------------
+        self.generate_first_token = Histogram(
+            "lmforge_gateway_generate_first_token_seconds",
+            "Time from receipt of a Generate/GenerateStream call to its first generated text",
+            ["rpc", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generated_tokens = Counter(
+            "lmforge_gateway_generated_tokens",
+            "Tokens generated (rate() gives tokens/s)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.generate_tokens_per_second = Histogram(
+            "lmforge_gateway_generate_tokens_per_second",
+            "Decode speed of one generation: tokens after the first / time after the first",
+            ["model"],
+            buckets=(1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000),
+            registry=self.registry,
+        )
+        self.generate_active = Gauge(
+            "lmforge_gateway_generate_active_streams",
+            "Generations (unary or streamed) in progress",
+            ["model"],
+            registry=self.registry,
+        )
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -3,9 +3,12 @@
 :class:`GatewayServer` wires one backend per Triton endpoint, the router, the dispatcher
 (batchers, tokenizers), the plan executor, the inference servicer, health checking, server
 reflection and the metrics endpoint; tests run it in-process on port 0. :func:`serve` runs it
-until SIGTERM or SIGINT, then shuts down gracefully: health turns NOT_SERVING, new RPCs are
-refused, in-flight ones get ``server.grace_period_s``. SIGHUP or an edit of the config file
-reloads routes, deployments, endpoints, batching and limits without a restart.
+until SIGTERM or SIGINT, then shuts down gracefully: health turns NOT_SERVING first, RPCs are
+still answered for ``server.shutdown_delay_s``, then new ones are refused and in-flight calls and
+streams get ``server.grace_period_s``. SIGHUP or an edit of the config file reloads routes,
+deployments, endpoints, batching, limits, API keys and TLS file paths without a restart; TLS
+files rotated in place are picked up at the next handshake (:mod:`gateway.tls`). Every RPC
+passes the access interceptor first (:mod:`gateway.auth`: API keys, quotas, stream limit).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway._proto.lmforge.v1 import inference_service_pb2, inference_service_pb2_grpc
+from gateway.auth import AccessInterceptor, AccessPolicy
 from gateway.backend import Backend
 from gateway.batching import BatchStats
-from gateway.config import DEFAULT_ENDPOINT, ConfigError, GatewayConfig
+from gateway.config import DEFAULT_ENDPOINT, ConfigError, GatewayConfig, ServerConfig
 from gateway.dispatch import DeploymentRunner, Dispatcher
 from gateway.execution import PlanExecutor
 from gateway.health import HealthMonitor
@@ -35,14 +39,19 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing import Deployment, Router, RoutingTable
 from gateway.service import SERVICE_NAME, InferenceServicer
 from gateway.settings import Settings, SettingsError
+from gateway.tls import CertificateReloader, TlsError
 
 logger = logging.getLogger(__name__)
 
-_SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 0),  # fail loudly if the port is taken
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """grpc server options from ``server``: message sizes and streams per connection."""
+    return [
+        ("grpc.so_reuseport", 0),  # fail loudly if the port is taken
+        ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+        ("grpc.max_send_message_length", config.max_send_message_bytes),
+        ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+    ]
 
 
 BackendFactory = Callable[[str, GatewayConfig], Backend]
@@ -55,9 +64,10 @@ def triton_backend(endpoint: str, config: GatewayConfig) -> Backend:
     return TritonBackend.from_config(config.endpoint(endpoint), config.triton)
 
 
-def _endpoint_identity(endpoint: str, config: GatewayConfig) -> tuple[str, str]:
+def _endpoint_identity(endpoint: str, config: GatewayConfig) -> tuple[str, str, str]:
     settings = config.endpoint(endpoint)
-    return settings.url, str(settings.repository or "")
+    tls = "" if settings.tls is None else settings.tls.model_dump_json()
+    return settings.url, str(settings.repository or ""), tls
 
 
 class GatewayServer:
@@ -101,6 +111,7 @@ class GatewayServer:
             default_timeout=config.triton.request_timeout_s,
             info_timeout=config.triton.connect_timeout_s,
             max_concurrent_requests=config.server.max_concurrent_requests,
+            generate_timeout=config.triton.generate_timeout_s,
         )
         self.health = HealthMonitor(
             self.ready,
@@ -109,6 +120,10 @@ class GatewayServer:
             check_timeout=config.triton.connect_timeout_s,
             on_change=self.metrics.set_ready,
         )
+        self.access = AccessInterceptor(
+            AccessPolicy.from_config(config), registry=self.metrics.registry
+        )
+        self.certificates: CertificateReloader | None = None
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._draining: set[asyncio.Task[None]] = set()
@@ -166,7 +181,9 @@ class GatewayServer:
     async def start(self) -> int:
         if self._server is not None:
             raise RuntimeError("this GatewayServer was already started")
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(
+            options=server_options(self.config.server), interceptors=[self.access]
+        )
         inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         if self.config.server.reflection:
@@ -179,8 +196,12 @@ class GatewayServer:
         cfg = self.config.server
         bind = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
         try:
-            port = int(server.add_insecure_port(bind))
-        except RuntimeError as exc:
+            if cfg.tls is None:
+                port = int(server.add_insecure_port(bind))
+            else:
+                self.certificates = CertificateReloader(cfg.tls)
+                port = int(server.add_secure_port(bind, self.certificates.credentials()))
+        except (RuntimeError, TlsError) as exc:
             raise OSError(f"cannot listen on {bind}: {exc}") from exc
         if cfg.metrics_port is not None:
             self.metrics_port = self.metrics.serve_http(cfg.metrics_port, cfg.host)
@@ -193,15 +214,20 @@ class GatewayServer:
         logger.info("gateway listening on %s (%d models)", self.address, len(self.config.models))
         return port
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new RPCs, give in-flight ones ``grace`` seconds."""
+    async def stop(self, grace: float | None = None, delay: float | None = None) -> None:
+        """Report NOT_SERVING, keep serving ``delay`` seconds (``server.shutdown_delay_s``),
+        then refuse new RPCs and give in-flight calls and streams ``grace`` seconds."""
         grace = self.config.server.grace_period_s if grace is None else grace
+        delay = self.config.server.shutdown_delay_s if delay is None else delay
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
         await self.health.stop()
+        if self._server is not None and delay > 0:
+            logger.info("NOT_SERVING; still answering for %.1f s before draining", delay)
+            await asyncio.sleep(delay)
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -224,10 +250,29 @@ class GatewayServer:
         async with self._reload_lock:
             table = RoutingTable.from_config(config)  # raises ConfigError before any change
             old = self.config
-            fixed = ("host", "port", "metrics_port", "reflection", "max_concurrent_requests")
+            fixed = (
+                "host",
+                "port",
+                "metrics_port",
+                "reflection",
+                "max_concurrent_requests",
+                "max_receive_message_bytes",
+                "max_send_message_bytes",
+                "max_streams_per_connection",
+            )
             changed = [k for k in fixed if getattr(old.server, k) != getattr(config.server, k)]
+            if (old.server.tls is None) != (config.server.tls is None):
+                changed.append("tls")
             if changed:
                 logger.warning("server.%s change only on restart", ", server.".join(changed))
+            policy = AccessPolicy.from_config(config)
+            tls = config.server.tls
+            if (
+                self.certificates is not None
+                and tls is not None
+                and tls != self.certificates.config
+            ):
+                self.certificates.update(tls)  # raises TlsError before anything changed
             backends: dict[str, Backend] = {}
             for name in sorted(config.endpoint_names):
                 same = name in self.backends and name in old.endpoint_names
@@ -239,6 +284,7 @@ class GatewayServer:
             retired = self.dispatcher.reconfigure(config, backends)
             self.router.swap(table)
             self.servicer.limits = config.limits
+            self.access.swap(policy)
             self.backends = backends
             self.config = config
             task = asyncio.create_task(self._retire(retired, gone, config.server.grace_period_s))
@@ -267,7 +313,7 @@ class GatewayServer:
         try:
             config = self._config_loader()
             await self.reload(config)
-        except (ConfigError, SettingsError) as exc:
+        except (ConfigError, SettingsError, TlsError) as exc:
             logger.error("configuration not reloaded, the running one stays: %s", exc)
             return False
         return True
@@ -305,7 +351,7 @@ class GatewayServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop(grace=0)
+        await self.stop(grace=0, delay=0)
 
 
 async def serve(

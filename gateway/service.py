@@ -10,6 +10,7 @@ executor's (:mod:`gateway.execution`); this module only speaks protobuf.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,11 +35,18 @@ from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     Overloaded,
-    Unimplemented,
     error_kind,
     to_grpc_status,
 )
 from gateway.execution import Inputs, Outcome, PlanExecutor
+from gateway.generation import (
+    Generations,
+    Produced,
+    generation_deadline,
+    generation_params,
+    last_message_fields,
+    served_by_generation,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.postprocess import rank_labels, shape_embeddings
 from gateway.routing import PIN_METADATA_KEY, ROUTING_KEY_METADATA_KEY, Route, RoutePlan
@@ -49,6 +57,7 @@ from gateway.validation import (
     truncate_flag,
     validate_classify,
     validate_embed,
+    validate_generate,
 )
 
 logger = logging.getLogger(__name__)
@@ -109,14 +118,17 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         default_timeout: float = 30.0,
         info_timeout: float = 2.0,
         max_concurrent_requests: int = 512,
+        generate_timeout: float = 300.0,
     ) -> None:
         self.executor = executor
         self.limits = limits
         self._metrics = metrics
         self._default_timeout = default_timeout
         self._info_timeout = info_timeout
+        self._generate_timeout = generate_timeout
         self._max_in_flight = max_concurrent_requests
         self._in_flight = 0
+        self.generations = Generations(executor, metrics, info_timeout)
 
     # -- plumbing ------------------------------------------------------------------------
     def _deadline(self, context: Context) -> float:
@@ -166,6 +178,17 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         context: Context,
         work: Callable[[float], Awaitable[T]],
     ) -> T:
+        async with self._scope(rpc, model, inputs, context) as started:
+            return await work(started)
+        raise AssertionError("unreachable: the scope re-raises every error")
+
+    @contextlib.asynccontextmanager
+    async def _scope(
+        self, rpc: str, model: str, inputs: int, context: Context
+    ) -> AsyncIterator[float]:
+        """One RPC, unary or streaming: yields its start time; counts it against the
+        concurrency limit, records its metrics and aborts it with the status of any error,
+        also one raised after a stream's first message."""
         started = time.perf_counter()
         model_label = self._model_label(model)
         code = grpc.StatusCode.OK
@@ -175,12 +198,11 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                 raise Overloaded(f"{self._in_flight} requests in flight; retry later")
             self._in_flight += 1
             try:
-                result = await work(started)
+                yield started
             finally:
                 self._in_flight -= 1
             if inputs:
                 self._metrics.inputs.labels(rpc, model_label).observe(inputs)
-            return result
         except asyncio.CancelledError:  # the caller went away or its deadline passed
             code = grpc.StatusCode.CANCELLED
             self._metrics.failures.labels(rpc, "cancelled").inc()
@@ -285,22 +307,47 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
 
         return await self._handle("Embed", request.model, len(request.inputs), context, work)
 
+    def _generate(
+        self,
+        rpc: str,
+        request: generate_pb2.GenerateRequest | generate_pb2.GenerateStreamRequest,
+        context: Context,
+        started: float,
+    ) -> AsyncIterator[Produced]:
+        params = generation_params(request.parameters, request.use_chat_template)
+        validate_generate(request.model, request.prompt, request.truncation, params, self.limits)
+        plan = self._plan(request.model, "generate", context, len(request.prompt) // 4)
+        deadline = generation_deadline(context.time_remaining(), self._generate_timeout)
+        truncate = truncate_flag(request.truncation)
+        return self.generations.stream(
+            rpc, plan, request.prompt, params, truncate=truncate, deadline=deadline, started=started
+        )
+
     async def Generate(
         self, request: generate_pb2.GenerateRequest, context: Context
     ) -> generate_pb2.GenerateResponse:
-        async def work(_started: float) -> generate_pb2.GenerateResponse:
-            raise Unimplemented("Generate is not implemented yet")
+        async def work(started: float) -> generate_pb2.GenerateResponse:
+            pieces: list[str] = []
+            async for last in self._generate("Generate", request, context, started):
+                pieces.append(last.chunk.text)
+            return generate_pb2.GenerateResponse(  # the stream always ends with a last chunk
+                text="".join(pieces),
+                served_by=served_by_generation(last),
+                **last_message_fields(last, started),
+            )
 
         return await self._handle("Generate", request.model, 1, context, work)
 
     async def GenerateStream(
         self, request: generate_pb2.GenerateStreamRequest, context: Context
     ) -> AsyncIterator[generate_pb2.GenerateStreamResponse]:
-        async def work(_started: float) -> list[generate_pb2.GenerateStreamResponse]:
-            raise Unimplemented("GenerateStream is not implemented yet")
-
-        for chunk in await self._handle("GenerateStream", request.model, 1, context, work):
-            yield chunk
+        async with self._scope("GenerateStream", request.model, 1, context) as started:
+            async for produced in self._generate("GenerateStream", request, context, started):
+                chunk = produced.chunk
+                last = last_message_fields(produced, started) if chunk.finish_reason else {}
+                yield generate_pb2.GenerateStreamResponse(
+                    text=chunk.text, served_by=served_by_generation(produced), **last
+                )
 
     # -- ListModels ------------------------------------------------------------------------
     async def _describe(self, route: Route) -> models_pb2.ModelInfo:

@@ -8,7 +8,8 @@ go straight to ``<model>_encoder`` with the ids the gateway made from the same t
 are split into concurrent requests. What a model is comes from its configs
 (:mod:`gateway.triton_contract`), cached for ``info_ttl`` seconds and dropped when the model
 stops being ready. Triton errors become gateway errors here (:mod:`gateway.triton_errors`); an
-input rejected as too long is named ``inputs[i]`` from the row the tokenizer reports.
+input rejected as too long is named ``inputs[i]`` from the row the tokenizer reports. Generation
+streams from the decoupled ``<model>`` (:mod:`gateway.triton_generate`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as tc
 from tritonclient.utils import InferenceServerException
@@ -39,7 +41,15 @@ from gateway.backend import (
     TokenRows,
 )
 from gateway.config import EndpointConfig, TritonConfig
-from gateway.errors import BackendError, FieldViolation, GatewayError, InvalidInput, Unimplemented
+from gateway.errors import (
+    BackendError,
+    BackendUnavailable,
+    FieldViolation,
+    GatewayError,
+    InvalidInput,
+    ModelNotFound,
+)
+from gateway.tls import endpoint_credentials
 from gateway.triton_contract import (
     EncoderInfo,
     parse_encoder_config,
@@ -47,6 +57,7 @@ from gateway.triton_contract import (
     tokenizer_spec,
 )
 from gateway.triton_errors import translate
+from gateway.triton_generate import generation_inputs, stream_generation
 from triton_models.runtime import contract as c
 
 logger = logging.getLogger(__name__)
@@ -98,13 +109,14 @@ class TritonBackend:
         request_timeout: float = 30.0,
         info_ttl: float = 30.0,
         repository: Path | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.url = url
         self.repository = repository
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
         self._info_ttl = info_ttl
-        self._client = tc.InferenceServerClient(url, channel_args=_CHANNEL_ARGS)
+        self._client = tc.InferenceServerClient(url, channel_args=_CHANNEL_ARGS, creds=credentials)
         self._info: dict[tuple[str, str], _ModelInfo] = {}
         self._encoders: dict[str, EncoderInfo] = {}
 
@@ -116,6 +128,7 @@ class TritonBackend:
             request_timeout=timeouts.request_timeout_s,
             info_ttl=timeouts.model_info_ttl_s,
             repository=endpoint.repository,
+            credentials=None if endpoint.tls is None else endpoint_credentials(endpoint.tls),
         )
 
     def _error(self, exc: InferenceServerException, model: str) -> GatewayError:
@@ -168,7 +181,7 @@ class TritonBackend:
                 f"logical model {target.name!r} is configured as {target.task} but Triton model "
                 f"{target.backend_model!r} is a {meta.task} model"
             )
-        if max_batch_size < 1:
+        if max_batch_size < 1 and meta.task != "generate":  # generate: one prompt a request
             raise BackendError(
                 f"Triton model {target.backend_model!r} has max_batch_size {max_batch_size}; "
                 "the lmforge contract needs batching (> 0)"
@@ -197,7 +210,7 @@ class TritonBackend:
     async def tokenizer(self, target: ModelTarget) -> TokenizerSpec | None:
         """The model's own tokenizer when this endpoint's repository is readable here, and
         its encoder's description (cached for the direct encoder calls)."""
-        if self.repository is None:
+        if self.repository is None or target.task == "generate":
             return None
         info = await self._load_info(target, None)
         budget = self._connect_timeout
@@ -279,6 +292,10 @@ class TritonBackend:
         names: tuple[str, ...]
         if isinstance(rows, TokenRows):
             encoder = self._encoders.get(target.backend_model)
+            if encoder is None and self.repository is not None:
+                # forgotten while the model was down (Triton restarted): describe it again
+                await self.tokenizer(target)
+                encoder = self._encoders.get(target.backend_model)
             if encoder is None:
                 raise BackendError(f"no encoder known for {target.backend_model!r}")
             model, names = encoder.name, (encoder.output,)
@@ -356,8 +373,26 @@ class TritonBackend:
         truncate: bool,
         timeout: float | None = None,
     ) -> AsyncIterator[GenerateChunk]:
-        raise Unimplemented("generation through Triton is not implemented yet")
-        yield GenerateChunk("")  # pragma: no cover - makes this an async generator
+        """Stream ``target``'s completion of ``prompt`` (see :mod:`gateway.triton_generate`)."""
+        budget = self._request_timeout if timeout is None else timeout
+        await self._load_info(target, budget)  # checks it is a decoupled generate model
+        chunks = stream_generation(
+            self._client,
+            target.backend_model,
+            target.version_str,
+            generation_inputs(prompt, params, truncate=truncate),
+            url=self.url,
+            timeout=max(budget, 0.001),
+        )
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except GatewayError as exc:
+            if isinstance(exc, BackendUnavailable | ModelNotFound):
+                self._forget(target)
+            raise
+        finally:
+            await chunks.aclose()
 
     async def close(self) -> None:
         await self._client.close()

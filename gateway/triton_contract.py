@@ -41,13 +41,17 @@ def string_params(config: ModelConfigJson) -> dict[str, str]:
 
 
 def parse_model_config(name: str, config: ModelConfigJson) -> tuple[ModelMetadata, int]:
-    """``(metadata, max_batch_size)`` of an lmforge ensemble from its config as JSON."""
+    """``(metadata, max_batch_size)`` of an lmforge ensemble (or generate model) from its
+    config as JSON."""
     params = {k: v for k, v in string_params(config).items() if v != ""}
     task = params.get(c.PARAM_TASK)
+    if task == c.TASK_GENERATE:
+        return parse_generate_config(name, config, params), int(config.get("max_batch_size", 0))
     if task not in (c.TASK_EMBED, c.TASK_CLASSIFY):
         raise BackendError(
             f"Triton model {name!r} has {c.PARAM_TASK}={task!r}; expected "
-            f"{c.TASK_EMBED!r} or {c.TASK_CLASSIFY!r} (is it an lmforge model?)"
+            f"{c.TASK_EMBED!r}, {c.TASK_CLASSIFY!r} or {c.TASK_GENERATE!r} (is it an lmforge "
+            "model?)"
         )
     labels: tuple[str, ...] = ()
     dimension: int | None = None
@@ -75,6 +79,26 @@ def parse_model_config(name: str, config: ModelConfigJson) -> tuple[ModelMetadat
         text_pairs=params.get(c.PARAM_TEXT_PAIRS, "false").lower() == "true",
     )
     return meta, int(config.get("max_batch_size", 0))
+
+
+def parse_generate_config(
+    name: str, config: ModelConfigJson, params: dict[str, str]
+) -> ModelMetadata:
+    """The metadata of a decoupled generate model; it must stream (be decoupled)."""
+    policy = config.get("model_transaction_policy", {})
+    if not policy.get("decoupled", False):
+        raise BackendError(f"generate model {name!r} is not decoupled; it cannot stream")
+    try:
+        max_length = int(params[c.PARAM_MAX_LENGTH])
+        max_new_tokens = int(params[c.PARAM_MAX_NEW_TOKENS])
+    except (KeyError, ValueError) as exc:
+        raise BackendError(f"Triton model {name!r} has bad lmforge parameters: {exc}") from exc
+    return ModelMetadata(
+        task="generate",
+        max_length=max_length,
+        max_new_tokens=max_new_tokens,
+        chat_template=params.get(c.PARAM_CHAT_TEMPLATE, "false").lower() == "true",
+    )
 
 
 def parse_encoder_config(config: ModelConfigJson) -> EncoderInfo:

@@ -12,6 +12,7 @@ from gateway.errors import (
     ModelNotFound,
     Overloaded,
 )
+from triton_models.runtime import contract as c
 from triton_models.runtime.contract import INPUT_TOO_LONG
 
 
@@ -42,3 +43,45 @@ def translate(status: str | None, message: str, *, url: str, model: str) -> Gate
     if code == "RESOURCE_EXHAUSTED" or "exceeds maximum queue size" in lowered:
         return Overloaded(f"Triton rejected the request for {model!r}: {message}")
     return BackendError(f"Triton failed on {model!r} ({code or 'no status'}): {message}")
+
+
+#: the generate model's inputs, by the request field a caller of the gateway knows them as
+GENERATION_FIELDS = {
+    c.INPUT_PROMPT: "prompt",
+    c.INPUT_MAX_NEW_TOKENS: "parameters.max_new_tokens",
+    c.INPUT_TEMPERATURE: "parameters.temperature",
+    c.INPUT_TOP_P: "parameters.top_p",
+    c.INPUT_TOP_K: "parameters.top_k",
+    c.INPUT_REPETITION_PENALTY: "parameters.repetition_penalty",
+    c.INPUT_SEED: "parameters.seed",
+    c.INPUT_STOP: "parameters.stop",
+    c.INPUT_USE_CHAT_TEMPLATE: "use_chat_template",
+    c.INPUT_TRUNCATE: "truncation",
+}
+
+
+def translate_generation(status: str | None, message: str, *, url: str, model: str) -> GatewayError:
+    """As :func:`translate`, plus the generate model's own refusals: full (capacity) →
+    ``Overloaded``; a bad parameter or a too-long prompt → ``InvalidInput`` naming the field."""
+    if c.GENERATE_CAPACITY in message:
+        reason = message[message.index(c.GENERATE_CAPACITY) + len(c.GENERATE_CAPACITY) :]
+        return Overloaded(f"{model!r} is generating at capacity{reason}")
+    found = c.invalid_parameter(message)
+    if found is not None:
+        name, why = found
+        return InvalidInput.from_violations(
+            [FieldViolation(GENERATION_FIELDS.get(name, name), why)]
+        )
+    rows = c.too_long_rows(message)
+    if rows:
+        tokens = max(rows.values())
+        return InvalidInput.from_violations(
+            [
+                FieldViolation(
+                    "prompt",
+                    f"{INPUT_TOO_LONG}: {tokens} tokens, more than the model's maximum "
+                    "(set truncation to cut it)",
+                )
+            ]
+        )
+    return translate(status, message, url=url, model=model)

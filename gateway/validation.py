@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from gateway._proto.lmforge.v1 import common_pb2
+from gateway.backend import GenerationParams
 from gateway.config import LimitsConfig
 from gateway.errors import FieldViolation, InvalidInput
 
@@ -30,20 +31,38 @@ def check_inputs(inputs: Sequence[str], limits: LimitsConfig) -> list[FieldViola
         found.append(
             FieldViolation(
                 "inputs",
-                f"has {len(inputs)} texts; at most {limits.max_inputs_per_request} per request",
+                f"has {len(inputs)} texts; at most {limits.max_inputs_per_request} per request "
+                "(limits.max_inputs_per_request)",
             )
         )
     for index, text in enumerate(inputs):
-        if not text:
-            found.append(FieldViolation(f"inputs[{index}]", "is empty"))
-        elif len(text) > limits.max_chars_per_input:
-            found.append(
-                FieldViolation(
-                    f"inputs[{index}]",
-                    f"has {len(text)} characters; at most {limits.max_chars_per_input}",
-                )
-            )
+        found.extend(check_text(f"inputs[{index}]", text, limits))
     return found
+
+
+def check_text(field: str, text: str, limits: LimitsConfig) -> list[FieldViolation]:
+    """One text: not empty, within the character limit and (a lower bound of) the token limit."""
+    if not text:
+        return [FieldViolation(field, "is empty")]
+    if len(text) > limits.max_chars_per_input:
+        return [
+            FieldViolation(
+                field,
+                f"has {len(text)} characters; at most {limits.max_chars_per_input} "
+                "(limits.max_chars_per_input)",
+            )
+        ]
+    limit = limits.max_tokens_per_input
+    if limit is not None:
+        words = len(text.split())  # every word is at least one token
+        if words > limit:
+            return [
+                FieldViolation(
+                    field,
+                    f"has at least {words} tokens; at most {limit} (limits.max_tokens_per_input)",
+                )
+            ]
+    return []
 
 
 def check_pairs(
@@ -60,15 +79,7 @@ def check_pairs(
         ]
     found = []
     for index, text in enumerate(pairs):
-        if not text:
-            found.append(FieldViolation(f"pairs[{index}]", "is empty"))
-        elif len(text) > limits.max_chars_per_input:
-            found.append(
-                FieldViolation(
-                    f"pairs[{index}]",
-                    f"has {len(text)} characters; at most {limits.max_chars_per_input}",
-                )
-            )
+        found.extend(check_text(f"pairs[{index}]", text, limits))
     return found
 
 
@@ -151,5 +162,84 @@ def validate_embed(
             *check_inputs(inputs, limits),
             *check_truncation(truncation),
             *check_dimensions(dimensions, None),
+        ]
+    )
+
+
+def check_prompt(prompt: str, limits: LimitsConfig) -> list[FieldViolation]:
+    if not prompt:
+        return [FieldViolation("prompt", "is empty")]
+    if len(prompt) > limits.max_prompt_chars:
+        return [
+            FieldViolation(
+                "prompt",
+                f"has {len(prompt)} characters; at most {limits.max_prompt_chars} "
+                "(limits.max_prompt_chars)",
+            )
+        ]
+    return []
+
+
+def check_generation(params: GenerationParams, limits: LimitsConfig) -> list[FieldViolation]:
+    """Sampling parameters within range; field names as in ``GenerateRequest``."""
+    found: list[FieldViolation] = []
+
+    def bad(name: str, why: str) -> None:
+        found.append(FieldViolation(f"parameters.{name}", why))
+
+    if params.max_new_tokens > limits.max_new_tokens:
+        bad(
+            "max_new_tokens",
+            f"is {params.max_new_tokens}; at most {limits.max_new_tokens} (limits.max_new_tokens)",
+        )
+    if not 0 <= params.temperature <= 100:
+        bad("temperature", f"must be between 0 and 100, got {params.temperature}")
+    if not 0 <= params.top_p <= 1:
+        bad("top_p", f"must be between 0 and 1, got {params.top_p}")
+    if params.top_k < 0:
+        bad("top_k", f"must be >= 0 (0 disables it), got {params.top_k}")
+    if not 0 <= params.repetition_penalty <= 100:
+        bad("repetition_penalty", f"must be between 0 and 100, got {params.repetition_penalty}")
+    if len(params.stop) > limits.max_stop_sequences:
+        bad(
+            "stop",
+            f"has {len(params.stop)} strings; at most {limits.max_stop_sequences} "
+            "(limits.max_stop_sequences)",
+        )
+    for index, stop in enumerate(params.stop):
+        if not stop:
+            found.append(FieldViolation(f"parameters.stop[{index}]", "is empty"))
+        elif len(stop) > limits.max_stop_chars:
+            found.append(
+                FieldViolation(
+                    f"parameters.stop[{index}]",
+                    f"has {len(stop)} characters; at most {limits.max_stop_chars} "
+                    "(limits.max_stop_chars)",
+                )
+            )
+    return found
+
+
+def check_max_new_tokens(max_new_tokens: int, model_limit: int | None) -> list[FieldViolation]:
+    """The request's ``max_new_tokens`` against the model's own limit."""
+    if model_limit is not None and max_new_tokens > model_limit:
+        return [
+            FieldViolation(
+                "parameters.max_new_tokens",
+                f"is {max_new_tokens}; the model generates at most {model_limit}",
+            )
+        ]
+    return []
+
+
+def validate_generate(
+    model: str, prompt: str, truncation: int, params: GenerationParams, limits: LimitsConfig
+) -> None:
+    raise_if_any(
+        [
+            *check_model_name(model),
+            *check_prompt(prompt, limits),
+            *check_truncation(truncation),
+            *check_generation(params, limits),
         ]
     )

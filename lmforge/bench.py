@@ -29,6 +29,7 @@ import yaml
 from gateway.client import AsyncLmforgeClient
 from gateway.loadgen import closed_loop
 from lmforge import bench_train
+from lmforge.chaos import register_chaos
 from lmforge.processes import gateway_config, start_gateway
 from triton_models.launcher import TritonServer
 from triton_models.perf import PerfAnalyzer, PerfAnalyzerError
@@ -312,3 +313,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serving.add_argument("--out", default=str(RESULTS))
     serving.set_defaults(handler=_serving)
     bench_train.register(actions)
+    register_chaos(actions)

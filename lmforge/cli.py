@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from gateway.cli import COMMANDS as GATEWAY_COMMANDS
 from gateway.cli import build_parser, run
-from lmforge import bench, up
+from lmforge import bench, pipeline, report, up
 from trainer import cli as trainer_cli
 from triton_models import launcher
 
@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             launcher.register,
             trainer_cli.register,
             bench.register,
+            report.register,
+            pipeline.register,
         ),
     )
     return run(parser, argv)

@@ -4,10 +4,14 @@
 ...     client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 
 ``start()`` prepares the backend directory and environment (:mod:`triton_models.bundled`),
-picks free ports where none are given and launches the server; ``wait_ready()`` polls
-``/v2/health/ready``; ``stop()`` sends SIGTERM, then SIGKILL. The server's output goes to a
-log file and to this module's logger; a server that exits or is not ready in time raises
-:class:`TritonStartError` carrying the tail of that log.
+picks free ports where none are given and launches the server in its own session (process
+group); ``wait_ready()`` polls ``/v2/health/ready``; ``stop()`` sends SIGTERM, then SIGKILL.
+Whether it stopped or died (even by SIGKILL), ``stop()`` and ``cleanup()`` leave nothing behind:
+the python-backend stubs left in its process group are killed and the shared-memory regions
+under its own prefix (``/dev/shm/<prefix>*``) are removed. ``restart()`` starts it again on the
+same ports, so clients reconnect. The server's output goes to a log file and to this module's
+logger; a server that exits or is not ready in time raises :class:`TritonStartError` carrying
+the tail of that log.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from triton_models.bundled import (
 logger = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
+SHM_DIR = Path("/dev/shm")
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 _TAIL_LINES = 60
 
@@ -88,6 +93,48 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live processes whose process group is ``pgid`` (from ``/proc``)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # fields after the command name (which may hold spaces): state ppid pgrp ...
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def kill_group(pgid: int, timeout: float = 5.0) -> list[int]:
+    """SIGKILL every live member of process group ``pgid``; returns their pids."""
+    members = group_members(pgid)
+    if not members:
+        return []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return members
+
+
+def remove_shm_regions(prefix: str, folder: Path = SHM_DIR) -> list[str]:
+    """Delete the shared-memory regions whose names start with ``prefix``; returns them."""
+    if not prefix:
+        raise ValueError("an empty prefix would match every region")
+    removed = []
+    for region in folder.glob(f"{prefix}*"):
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
+            removed.append(region.name)
+    return removed
+
+
 class TritonServer:
     """One ``tritonserver`` process serving ``repository``; usable as a context manager."""
 
@@ -126,6 +173,7 @@ class TritonServer:
         self._reader: threading.Thread | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         self.log_path: Path | None = None
+        self.shm_prefix = ""
 
     # -- addresses ---------------------------------------------------------------------
     @property
@@ -160,8 +208,11 @@ class TritonServer:
 
     # -- lifecycle ---------------------------------------------------------------------
     def command(self, backend_directory: Path, binary: Path) -> list[str]:
-        # A distinct shared-memory prefix lets several servers share one machine.
-        shm_prefix = f"lmforge_{uuid.uuid4().hex[:12]}"
+        # A distinct shared-memory prefix lets several servers share one machine, and lets
+        # cleanup() find exactly this server's regions.
+        if not self.shm_prefix:
+            self.shm_prefix = f"lmforge_{uuid.uuid4().hex[:12]}"
+        shm_prefix = self.shm_prefix
         return [
             str(binary),
             f"--model-repository={self.repository}",
@@ -261,7 +312,8 @@ class TritonServer:
         raise TritonStartError(f"tritonserver not ready after {timeout:.0f} s", tail)
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; then :meth:`cleanup`.
+        Returns the exit code."""
         process = self._process
         if process is not None and process.poll() is None:
             logger.info("stopping tritonserver (pid %d)", process.pid)
@@ -274,11 +326,35 @@ class TritonServer:
                     # the stubs share its process group; take them along
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        self.cleanup()
         self._join_reader()
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
         return None if process is None else process.returncode
+
+    def cleanup(self) -> list[str]:
+        """After the server ended (stopped, crashed or SIGKILLed): kill what is left of its
+        process group (python-backend stubs) and remove its shared-memory regions. Returns
+        what it removed (``pid <n>`` and file names); does nothing while the server runs."""
+        process = self._process
+        if process is None or process.poll() is None:
+            return []
+        removed = [f"pid {pid}" for pid in kill_group(process.pid)]
+        if self.shm_prefix:
+            removed += remove_shm_regions(self.shm_prefix)
+        if removed:
+            logger.info("tritonserver (pid %d) left %s; removed", process.pid, ", ".join(removed))
+        return removed
+
+    def restart(self, ready_timeout: float = 120.0) -> None:
+        """Stop (or clean up after) the server and start it again on the same ports."""
+        self.stop()
+        self._process = None
+        self._tail.clear()
+        self.shm_prefix = ""
+        self.start()
+        self.wait_ready(ready_timeout)
 
     def _join_reader(self) -> None:
         if self._reader is not None:

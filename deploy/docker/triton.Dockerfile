@@ -25,6 +25,16 @@ RUN python3 -m pip install --no-cache-dir \
         'tokenizers==0.23.3' \
         'onnxruntime==1.23.2'
 
+# The decoupled generate model (triton_models/generate) runs a causal LM with PyTorch and its
+# tokenizer (and chat template) with transformers. torch from the CPU wheel index: the default
+# index's wheel carries CUDA libraries the python backend does not use (several GB). The versions
+# are those of constraints.txt.
+RUN python3 -m pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
+        'torch==2.13.0' \
+    && python3 -m pip install --no-cache-dir \
+        'transformers==5.24.0' \
+        'safetensors==0.8.0'
+
 # The release defines an unprivileged user `triton-server`; pin its uid so Kubernetes can check
 # runAsNonRoot against a numeric USER (the Deployment sets runAsUser to the same uid).
 RUN usermod --uid 10001 triton-server 2>/dev/null || useradd --uid 10001 --create-home triton-server

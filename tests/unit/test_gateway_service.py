@@ -192,12 +192,6 @@ async def test_unknown_model_is_not_found(gw: Gateway) -> None:
     assert "nope" in error.message
 
 
-async def test_generate_and_generate_stream_are_unimplemented(gw: Gateway) -> None:
-    assert (await expect_error(gw.client.generate("x", "hi"))).code == grpc.StatusCode.UNIMPLEMENTED
-    error = await expect_error(gw.client.generate_stream("x", "hi"))
-    assert error.code == grpc.StatusCode.UNIMPLEMENTED
-
-
 async def test_deadline_is_honoured_and_passed_to_backend(gw: Gateway) -> None:
     gw.backend.delay_s = 3.0
     started = time.monotonic()

@@ -47,7 +47,7 @@ def test_preferred_batch_size_above_max_batch_size_is_rejected() -> None:
 
 
 def test_bad_task_target_and_name_are_rejected() -> None:
-    for bad in (_model(task="generate"), _model(target="gpu"), _model(name="Bad Name")):
+    for bad in (_model(task="translate"), _model(target="gpu"), _model(name="Bad Name")):
         with pytest.raises(SpecError):
             parse_spec({"models": [bad]})
 

@@ -37,7 +37,8 @@ def test_minimal_config_resolves_relative_paths_against_the_config_folder(tmp_pa
     assert config.model.pretrained == tmp_path / "model"
     assert config.tasks[0].train.path == tmp_path / "train.tsv"
     assert config.output_dir == tmp_path / "out"
-    assert config.deepspeed.zero_stage == 2
+    assert config.deepspeed.zero_stage == 0  # one rank: ZeRO partitions nothing
+    assert config.deepspeed.precision == "auto" and config.optimizer.fused
 
 
 def test_unknown_key_is_rejected_with_its_location(tmp_path: Path) -> None:

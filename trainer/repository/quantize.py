@@ -171,20 +171,19 @@ def _outputs(
 
 def task_metric(
     run: Runner,
-    spec: ModelSpec,
+    task: str,
+    gate: MetricGate,
     encoder: TextEncoder,
     names: Sequence[str],
     labels: Sequence[str],
     text_pairs: bool,
 ) -> tuple[str, float, int]:
-    """``(metric name, value, rows)`` of a graph on the spec's gate slice."""
-    gate = spec.quantize.gate
-    if gate is None:
-        raise ExportError("no metric gate configured")
+    """``(metric name, value, rows)`` of a graph on a labelled slice: accuracy for a
+    classifier, Spearman for a regression head or (on scored pairs) for an embedder."""
     texts, pairs, gold = _labelled(gate, labels)
-    if spec.task == contract.TASK_EMBED:
+    if task == contract.TASK_EMBED:
         if pairs is None:
-            raise ExportError(f"model {spec.name!r}: an embedder's gate needs pair_column")
+            raise ExportError(f"{gate.path}: an embedder is scored on pairs: set pair_column")
         a = _outputs(run, encoder, names, texts, None)
         b = _outputs(run, encoder, names, pairs, None)
         cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -239,14 +238,16 @@ def quantize_with_gate(
                 "max |diff| to FP32", outputs.max_abs_diff, spec.quantize.max_abs_diff, what
             )
         metric = None
-        if spec.quantize.gate is not None:
+        gate = spec.quantize.gate
+        if gate is not None:
             encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
-            name, before, rows = task_metric(fp32, spec, encoder, input_names, labels, text_pairs)
-            _, after, _ = task_metric(int8, spec, encoder, input_names, labels, text_pairs)
-            metric = MetricReport(name, before, after, spec.quantize.gate.max_drop, rows)
+            args = (spec.task, gate, encoder, input_names, labels, text_pairs)
+            name, before, rows = task_metric(fp32, *args)
+            _, after, _ = task_metric(int8, *args)
+            metric = MetricReport(name, before, after, gate.max_drop, rows)
             logger.info("%s: %s %.4f -> %.4f on %d rows", what, name, before, after, rows)
-            if before - after > spec.quantize.gate.max_drop:
-                required = before - spec.quantize.gate.max_drop
+            if before - after > gate.max_drop:
+                required = before - gate.max_drop
                 raise GateError(f"{name} (FP32 {before:.4f})", after, required, what)
     except GateError:
         dest.unlink(missing_ok=True)

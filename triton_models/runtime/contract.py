@@ -102,3 +102,81 @@ def too_long_rows(message: str) -> dict[int, int]:
         return {}
     tail = message[message.index(INPUT_TOO_LONG) :]
     return {int(row): int(n) for row, n in _TOO_LONG_ROW.findall(tail)}
+
+
+# -- generation: the decoupled model ``<name>`` (task ``generate``) --------------------------
+# One request per prompt (``max_batch_size: 0``); the model streams one response per new piece
+# of text and a last one (flag FINAL) that carries the finish reason and usage. Every response
+# carries every output. Optional inputs may be left out: the model then uses its defaults.
+#
+# inputs
+#   ``PROMPT``              TYPE_STRING [1]   UTF-8 prompt
+#   ``MAX_NEW_TOKENS``      TYPE_INT32  [1]   0: the model's default
+#   ``TEMPERATURE``         TYPE_FP32   [1]   0: greedy
+#   ``TOP_P``               TYPE_FP32   [1]   0 or 1: off
+#   ``TOP_K``               TYPE_INT32  [1]   0: off
+#   ``REPETITION_PENALTY``  TYPE_FP32   [1]   0 or 1: off
+#   ``SEED``                TYPE_UINT64 [1]   absent: a fresh random seed
+#   ``STOP``                TYPE_STRING [-1]  stop strings (matched on the decoded text)
+#   ``USE_CHAT_TEMPLATE``   TYPE_BOOL   [1]   wrap the prompt in the tokenizer's chat template
+#   ``TRUNCATE``            TYPE_BOOL   [1]   true: keep the prompt's first max_length tokens
+# outputs
+#   ``TEXT_OUTPUT``         TYPE_STRING [1]   new text since the previous response
+#   ``FINISH_REASON``       TYPE_STRING [1]   "" until the last response: see FINISH_REASONS
+#   ``STOP_SEQUENCE``       TYPE_STRING [1]   the stop string that ended generation, else ""
+#   ``INPUT_TOKENS``        TYPE_INT32  [1]   prompt tokens (after template and truncation)
+#   ``OUTPUT_TOKENS``       TYPE_INT32  [1]   tokens generated so far
+INPUT_PROMPT = "PROMPT"
+INPUT_MAX_NEW_TOKENS = "MAX_NEW_TOKENS"
+INPUT_TEMPERATURE = "TEMPERATURE"
+INPUT_TOP_P = "TOP_P"
+INPUT_TOP_K = "TOP_K"
+INPUT_REPETITION_PENALTY = "REPETITION_PENALTY"
+INPUT_SEED = "SEED"
+INPUT_STOP = "STOP"
+INPUT_USE_CHAT_TEMPLATE = "USE_CHAT_TEMPLATE"
+OUTPUT_TEXT = "TEXT_OUTPUT"
+OUTPUT_FINISH_REASON = "FINISH_REASON"
+OUTPUT_STOP_SEQUENCE = "STOP_SEQUENCE"
+OUTPUT_INPUT_TOKENS = "INPUT_TOKENS"
+OUTPUT_OUTPUT_TOKENS = "OUTPUT_TOKENS"
+
+TASK_GENERATE = "generate"
+FINISH_END_OF_SEQUENCE = "end_of_sequence"  # the model produced an end-of-sequence token
+FINISH_STOP_SEQUENCE = "stop_sequence"  # a stop string was produced (not part of the text)
+FINISH_LENGTH = "length"  # max_new_tokens reached
+FINISH_CANCELLED = "cancelled"  # the server ended it (the model was unloaded)
+FINISH_REASONS = (FINISH_END_OF_SEQUENCE, FINISH_STOP_SEQUENCE, FINISH_LENGTH, FINISH_CANCELLED)
+
+# the generate model's string parameters (the builder writes them, the model and gateway read)
+PARAM_MAX_NEW_TOKENS = "lmforge_max_new_tokens"  # the most a request may ask for
+PARAM_DEFAULT_MAX_NEW_TOKENS = "lmforge_default_max_new_tokens"  # when a request says 0
+PARAM_MAX_SEQUENCES = "lmforge_max_sequences"  # sequences decoded together, at most
+PARAM_MAX_KV_TOKENS = "lmforge_max_kv_tokens"  # prompt + max_new_tokens, summed, at most
+PARAM_CHAT_TEMPLATE = "lmforge_chat_template"  # "true" when the tokenizer has one
+PARAM_CPU_THREADS = "lmforge_cpu_threads"  # torch intra-op threads; 0: torch decides
+PARAM_MODEL_DIR = "lmforge_model_dir"  # the HF folder, relative to the version folder
+GENERATE_MODEL_DIR = "hf"
+
+# -- errors of the generate model ------------------------------------------------------------
+#: the model is at capacity (sequences or KV-cache tokens): refused at once, not queued
+GENERATE_CAPACITY = "GENERATE_CAPACITY"
+#: a request parameter is out of range; the message names the input (e.g. ``MAX_NEW_TOKENS``)
+INVALID_PARAMETER = "INVALID_PARAMETER"
+
+
+def capacity_message(reason: str) -> str:
+    return f"{GENERATE_CAPACITY}: {reason}; retry later"
+
+
+def invalid_parameter_message(name: str, reason: str) -> str:
+    return f"{INVALID_PARAMETER}: {name} {reason}"
+
+
+_INVALID_PARAMETER = re.compile(INVALID_PARAMETER + r": (\w+) (.*)", re.DOTALL)
+
+
+def invalid_parameter(message: str) -> tuple[str, str] | None:
+    """``(input name, reason)`` of an :func:`invalid_parameter_message` inside ``message``."""
+    found = _INVALID_PARAMETER.search(message)
+    return None if found is None else (found.group(1), found.group(2).strip())

@@ -33,6 +33,8 @@ class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishRe
     """One of the request's stop sequences was produced."""
     FINISH_REASON_LENGTH: _FinishReason.ValueType  # 3
     """max_new_tokens was reached."""
+    FINISH_REASON_CANCELLED: _FinishReason.ValueType  # 4
+    """The server ended the generation early (e.g. the model was unloaded)."""
 
 class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
     """Why generation ended."""
@@ -44,6 +46,8 @@ FINISH_REASON_STOP_SEQUENCE: FinishReason.ValueType  # 2
 """One of the request's stop sequences was produced."""
 FINISH_REASON_LENGTH: FinishReason.ValueType  # 3
 """max_new_tokens was reached."""
+FINISH_REASON_CANCELLED: FinishReason.ValueType  # 4
+"""The server ended the generation early (e.g. the model was unloaded)."""
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
@@ -58,6 +62,7 @@ class SamplingParameters(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    REPETITION_PENALTY_FIELD_NUMBER: _builtins.int
     max_new_tokens: _builtins.int
     """Upper bound on generated tokens; 0 lets the server choose."""
     temperature: _builtins.float
@@ -68,6 +73,10 @@ class SamplingParameters(_message.Message):
     """Sample among the k most probable tokens; 0 disables it."""
     seed: _builtins.int
     """Makes sampling reproducible for a given model version."""
+    repetition_penalty: _builtins.float
+    """Makes tokens already in the prompt or the output less likely (divides
+    positive logits, multiplies negative ones); 0 or 1 disables it.
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Generation stops when any of these strings is produced; the stop
@@ -83,10 +92,11 @@ class SamplingParameters(_message.Message):
         top_k: _builtins.int = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
         seed: _builtins.int | None = ...,
+        repetition_penalty: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "max_new_tokens", b"max_new_tokens", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "max_new_tokens", b"max_new_tokens", "repetition_penalty", b"repetition_penalty", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_k", b"top_k", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
@@ -102,10 +112,18 @@ class GenerateRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     TRUNCATION_FIELD_NUMBER: _builtins.int
+    USE_CHAT_TEMPLATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name, as listed by ListModels."""
     prompt: _builtins.str
     truncation: _common_pb2.Truncation.ValueType
+    """A prompt longer than the model's maximum: TRUNCATION_END keeps its first
+    tokens, TRUNCATION_NONE fails with INVALID_ARGUMENT naming `prompt`.
+    """
+    use_chat_template: _builtins.bool
+    """Wrap the prompt as a user message in the model's chat template (fails
+    with INVALID_ARGUMENT when the model has none).
+    """
     @_builtins.property
     def parameters(self) -> Global___SamplingParameters: ...
     def __init__(
@@ -115,10 +133,11 @@ class GenerateRequest(_message.Message):
         prompt: _builtins.str = ...,
         parameters: Global___SamplingParameters | None = ...,
         truncation: _common_pb2.Truncation.ValueType = ...,
+        use_chat_template: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation", "use_chat_template", b"use_chat_template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,8 +152,11 @@ class GenerateResponse(_message.Message):
     SERVED_BY_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     finish_reason: Global___FinishReason.ValueType
+    stop_sequence: _builtins.str
+    """The stop sequence that ended generation (FINISH_REASON_STOP_SEQUENCE)."""
     @_builtins.property
     def served_by(self) -> _common_pb2.ServedBy: ...
     @_builtins.property
@@ -149,10 +171,11 @@ class GenerateResponse(_message.Message):
         served_by: _common_pb2.ServedBy | None = ...,
         usage: _common_pb2.Usage | None = ...,
         timing: _common_pb2.Timing | None = ...,
+        stop_sequence: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["served_by", b"served_by", "timing", b"timing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "served_by", b"served_by", "text", b"text", "timing", b"timing", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "served_by", b"served_by", "stop_sequence", b"stop_sequence", "text", b"text", "timing", b"timing", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -166,10 +189,14 @@ class GenerateStreamRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     TRUNCATION_FIELD_NUMBER: _builtins.int
+    USE_CHAT_TEMPLATE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name, as listed by ListModels."""
     prompt: _builtins.str
     truncation: _common_pb2.Truncation.ValueType
+    """As in GenerateRequest."""
+    use_chat_template: _builtins.bool
+    """As in GenerateRequest."""
     @_builtins.property
     def parameters(self) -> Global___SamplingParameters: ...
     def __init__(
@@ -179,10 +206,11 @@ class GenerateStreamRequest(_message.Message):
         prompt: _builtins.str = ...,
         parameters: Global___SamplingParameters | None = ...,
         truncation: _common_pb2.Truncation.ValueType = ...,
+        use_chat_template: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation", "use_chat_template", b"use_chat_template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,9 +230,12 @@ class GenerateStreamResponse(_message.Message):
     SERVED_BY_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Newly generated text since the previous chunk."""
     finish_reason: Global___FinishReason.ValueType
+    stop_sequence: _builtins.str
+    """The stop sequence that ended generation (last chunk only)."""
     @_builtins.property
     def served_by(self) -> _common_pb2.ServedBy: ...
     @_builtins.property
@@ -219,10 +250,11 @@ class GenerateStreamResponse(_message.Message):
         served_by: _common_pb2.ServedBy | None = ...,
         usage: _common_pb2.Usage | None = ...,
         timing: _common_pb2.Timing | None = ...,
+        stop_sequence: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["served_by", b"served_by", "timing", b"timing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "served_by", b"served_by", "text", b"text", "timing", b"timing", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "served_by", b"served_by", "stop_sequence", b"stop_sequence", "text", b"text", "timing", b"timing", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""The decoupled causal-LM model (``model.py`` is copied into built repositories)."""
