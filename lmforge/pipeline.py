@@ -61,6 +61,7 @@ class SmokeStage(StrictModel):
 class ReportStage(StrictModel):
     evaluation: Evaluation
     serve: ServeLoad | None = None
+    publish: Path | None = None  # also copy report.{json,md,png} into this folder
 
 
 class PipelineConfig(StrictModel):
@@ -77,17 +78,21 @@ def load_pipeline(path: Path) -> PipelineConfig:
     data = load_yaml_mapping(path, what="pipeline config", error=PipelineError)
     base = path.resolve().parent
 
-    def fix(value: str) -> str:
-        return str((base / value).resolve())
+    def fix(value: Any) -> Any:  # leave what is not a path for the validation to name
+        return str((base / value).resolve()) if isinstance(value, str) else value
 
     if isinstance(data, dict):
-        data["work_dir"] = fix(data["work_dir"])
+        if "work_dir" in data:
+            data["work_dir"] = fix(data["work_dir"])
         for stage in ("teacher", "student"):
             if isinstance(data.get(stage), dict):
                 data[stage]["config"] = fix(data[stage]["config"])
-        evaluation = (data.get("report") or {}).get("evaluation")
-        if isinstance(evaluation, dict):
-            evaluation["path"] = fix(evaluation["path"])
+        report = data.get("report")
+        report = report if isinstance(report, dict) else {}
+        if isinstance(report.get("evaluation"), dict):
+            report["evaluation"]["path"] = fix(report["evaluation"]["path"])
+        if report.get("publish"):
+            report["publish"] = fix(report["publish"])
     return validate(
         PipelineConfig, data, source=str(path), what="pipeline config", error=PipelineError
     )
@@ -210,13 +215,24 @@ class Pipeline:
         (folder / "build.json").write_text(json.dumps(report.as_dict(), indent=2, default=str))
 
     def _smoke(self, folder: Path) -> None:
+        """Serve the repository through Triton and the gateway; classify the smoke texts and
+        (with a report's evaluation slice) check the served labels against in-process ONNX
+        Runtime on the same graph."""
         from gateway.client import LmforgeClient
         from lmforge.processes import gateway_config, start_gateway
+        from trainer.datasets import read_column
         from triton_models.launcher import TritonServer
 
         assert self.config.smoke is not None
         repository = self.dirs["repository"] / "repository"
         name = self.config.task.replace("_", "-").lower()
+        texts = list(self.config.smoke.texts)
+        evaluation = self.config.report.evaluation if self.config.report else None
+        dev = (
+            []
+            if evaluation is None
+            else read_column(evaluation.path, evaluation.text_column, min(evaluation.limit, 256))
+        )
         models = [{"name": name, "task": "classify", "triton_model": name}]
         with TritonServer(repository) as triton:
             config = gateway_config(triton.grpc_url, models)
@@ -225,13 +241,30 @@ class Pipeline:
                 start_gateway(folder / "gateway", config, wait_serving=True) as gateway,
                 LmforgeClient(gateway.target) as client,
             ):
-                reply = client.classify(name, list(self.config.smoke.texts), top_k=1)
-        answers = [
-            {"text": t, "label": r.top.label, "score": r.top.score}
-            for t, r in zip(self.config.smoke.texts, reply.results, strict=True)
-        ]
+                served = [
+                    r.top.label
+                    for start in range(0, len(texts + dev), 32)
+                    for r in client.classify(name, (texts + dev)[start : start + 32]).results
+                ]
+        answers = [{"text": t, "label": label} for t, label in zip(texts, served, strict=False)]
         print("  " + "; ".join(f"{a['text']!r} -> {a['label']}" for a in answers), flush=True)
-        (folder / "answers.json").write_text(json.dumps(answers, indent=2), encoding="utf-8")
+        result: dict[str, Any] = {"answers": answers}
+        if dev:
+            from trainer.repository.reference import repository_labels, repository_outputs
+
+            labels = repository_labels(repository, name)
+            probabilities = repository_outputs(
+                repository, name, dev, self.config.repository.max_length
+            )
+            local = [labels[int(i)] for i in probabilities.argmax(axis=1)]
+            same = sum(a == b for a, b in zip(served[len(texts) :], local, strict=True))
+            result["agreement"] = {"rows": len(dev), "same_label": same}
+            print(f"  served labels equal in-process ONNX Runtime on {same}/{len(dev)} dev rows")
+            if same != len(dev):
+                raise PipelineError(
+                    f"served labels differ from in-process on {len(dev) - same} rows"
+                )
+        (folder / "answers.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
     def _report(self, folder: Path) -> None:
         assert self.config.report is not None
@@ -252,6 +285,11 @@ class Pipeline:
             out=folder,
         )
         run_report(config)
+        publish = self.config.report.publish
+        if publish is not None:
+            publish.mkdir(parents=True, exist_ok=True)
+            for suffix in ("json", "md", "png"):
+                shutil.copyfile(folder / f"report.{suffix}", publish / f"report.{suffix}")
 
 
 def _pipeline(args: argparse.Namespace) -> int:

