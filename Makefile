@@ -42,7 +42,7 @@ test-all: install ## the whole suite including slow tests
 lint: install ## ruff (lint + format), mypy (strict on gateway/, triton_models/), buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway triton_models trainer
+	$(VENV)/bin/mypy gateway triton_models trainer lmforge
 	$(BUF) lint
 
 fmt: install ## format the code

@@ -52,6 +52,10 @@ class RepositoryStage(StrictModel):
     max_length: int = Field(default=128, ge=8)
     quantize: Literal["none", "int8_dynamic", "int8_static"] = "int8_dynamic"
     max_drop: float = Field(default=0.01, ge=0, le=1)  # task-metric gate of the quantization
+    # sentences (a TSV/CSV/JSONL file with the report's text column) for the parity check and
+    # the static INT8 calibration; default: the builder's own few sentences
+    calibration_data: Path | None = None
+    calibration_samples: int = Field(default=256, ge=1, le=10_000)
 
 
 class SmokeStage(StrictModel):
@@ -87,6 +91,9 @@ def load_pipeline(path: Path) -> PipelineConfig:
         for stage in ("teacher", "student"):
             if isinstance(data.get(stage), dict):
                 data[stage]["config"] = fix(data[stage]["config"])
+        repository = data.get("repository")
+        if isinstance(repository, dict) and "calibration_data" in repository:
+            repository["calibration_data"] = fix(repository["calibration_data"])
         report = data.get("report")
         report = report if isinstance(report, dict) else {}
         if isinstance(report.get("evaluation"), dict):
@@ -201,8 +208,14 @@ class Pipeline:
             "max_length": r.max_length,
         }
         evaluation = self.config.report.evaluation if self.config.report else None
+        column = evaluation.text_column if evaluation else "sentence"
+        if r.calibration_data is not None:
+            dataset = {"path": str(r.calibration_data), "column": column}
+            model["parity"] = {"dataset": {**dataset, "limit": r.calibration_samples}}
         if r.quantize != "none":
             model["quantize"] = {"method": r.quantize, "min_cosine": 0.9}
+            if r.quantize == "int8_static":
+                model["quantize"]["calibration"] = {"samples": r.calibration_samples}
             if evaluation is not None:
                 model["quantize"]["gate"] = {
                     "path": str(evaluation.path),

@@ -175,6 +175,37 @@ def test_int8_quantization_shrinks_the_graph_and_reports_its_drift(
     assert report.models[0].encoder_mb < 0.6 * fp32.models[0].encoder_mb
 
 
+def test_static_int8_of_a_classifier_is_calibrated_and_independent_of_the_batch(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """QDQ INT8 with calibrated (fixed) activation scales: a classifier with a pooler builds,
+    and a sentence gets the same probabilities alone or batched with others — unlike dynamic
+    INT8, whose activation scales are computed over the whole batch."""
+    import onnx
+
+    from trainer.repository.reference import repository_outputs
+
+    spec = _spec(checkpoints).models[1]
+    static = spec.model_copy(
+        update={
+            "quantize": spec.quantize.model_copy(
+                update={"method": "int8_static", "min_cosine": 0.5}
+            )
+        }
+    )
+    report = build_repository(RepositorySpec(models=(static,)), tmp_path / "repo")
+    assert report.models[0].quantization is not None
+    graph = onnx.load(str(tmp_path / "repo" / "tiny_cls_encoder" / "1" / "model.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    texts = ["a short one", "a much longer sentence that pads the short one in a batch", "ok"]
+    together = repository_outputs(tmp_path / "repo", "tiny_cls", texts, 64)
+    alone = np.concatenate(
+        [repository_outputs(tmp_path / "repo", "tiny_cls", [t], 64) for t in texts]
+    )
+    np.testing.assert_allclose(alone, together, atol=1e-6)
+
+
 def test_int8_gate_rejects_a_quantization_that_drifts_too_far(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

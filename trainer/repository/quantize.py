@@ -130,7 +130,9 @@ def quantize_int8_static(source: Path, dest: Path, spec: ModelSpec, feeds: Seque
         "percentile": CalibrationMethod.Percentile,
     }
     calibration = spec.quantize.calibration
-    extra: dict[str, Any] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    # Biases stay FP32: an int32 bias needs its input's scale, and a classifier's pooler reads
+    # the first token through a Gather that QDQ leaves unquantized (no scale: ORT refuses).
+    extra: dict[str, Any] = {"DefaultTensorType": onnx.TensorProto.FLOAT, "QuantizeBias": False}
     if calibration.method == "percentile":
         extra["CalibPercentile"] = calibration.percentile
     quantize_static(
