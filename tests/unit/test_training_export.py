@@ -159,3 +159,28 @@ def test_idle_heads_receive_zero_gradients_so_every_parameter_has_a_grad(tokeniz
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert missing == []
     assert float(model.heads["mlm"].decoder.weight.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("task_type", "pairs"),
+    [
+        ("classification", True),  # a cross-encoder: both texts in one row
+        ("regression", True),
+        ("pair_embedding", False),  # each text is embedded alone
+        ("embedding_distillation", False),
+    ],
+)
+def test_two_text_fields_mean_one_cross_encoded_row_only_for_cross_encoders(
+    tmp_path: Path, task_type: str, pairs: bool
+) -> None:
+    import json
+
+    from trainer.repository.export import checkpoint_text_pairs
+    from trainer.repository.spec import parse_spec
+
+    task = {"name": "t", "type": task_type, "text_fields": ["sentence1", "sentence2"]}
+    (tmp_path / "lmforge_tasks.json").write_text(json.dumps({"tasks": [task]}))
+    spec = parse_spec(
+        {"models": [{"name": "m", "task": "embed", "checkpoint": str(tmp_path)}]}
+    ).models[0]
+    assert checkpoint_text_pairs(spec) is pairs

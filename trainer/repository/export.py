@@ -108,9 +108,11 @@ def checkpoint_text_pairs(spec: ModelSpec) -> bool:
     tasks_file = spec.checkpoint / TASKS_FILE
     if not tasks_file.is_file():
         return False
+    from trainer.training.config import PAIR_INPUT_TASKS  # two texts, each encoded alone
+
     tasks = json.loads(tasks_file.read_text(encoding="utf-8")).get("tasks", [])
     return any(
-        len(t.get("text_fields", [])) == 2 and t.get("type") != "pair_embedding" for t in tasks
+        len(t.get("text_fields", [])) == 2 and t.get("type") not in PAIR_INPUT_TASKS for t in tasks
     )
 
 
