@@ -59,7 +59,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def build(checkpoint: Path, out: Path, streams: int, new_tokens: int) -> Path:
+def build(checkpoint: Path, out: Path, streams: int, new_tokens: int, threads: int) -> Path:
     from trainer.repository.builder import build_repository
     from trainer.repository.spec import parse_spec
 
@@ -75,6 +75,7 @@ def build(checkpoint: Path, out: Path, streams: int, new_tokens: int) -> Path:
                         "max_new_tokens": max(new_tokens, 128),
                         "max_sequences": streams,
                         "max_kv_tokens": streams * (512 + max(new_tokens, 128)),
+                        "cpu_threads": threads,
                     },
                 }
             ]
@@ -241,6 +242,9 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2, help="requests per concurrent stream")
+    parser.add_argument(
+        "--cpu-threads", type=int, default=0, help="the generate model's torch threads (0: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/generate")
     args = parser.parse_args()
 
@@ -250,13 +254,16 @@ def main() -> int:
     results: dict[str, Any] = {
         "model": "SmolLM2-135M-Instruct (float32)",
         "new_tokens": args.new_tokens,
+        "cpu_threads": args.cpu_threads,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }
     print("HF generate in-process ...", flush=True)
     results["hf"] = hf_reference(checkpoint, args.new_tokens)
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-generate-") as work:
-        repository = build(checkpoint, Path(work) / "repository", args.streams, args.new_tokens)
+        repository = build(
+            checkpoint, Path(work) / "repository", args.streams, args.new_tokens, args.cpu_threads
+        )
         with TritonServer(repository) as triton:
             config = gateway_config(
                 triton.grpc_url,

@@ -3,6 +3,7 @@ join and leave a running batch get exactly the tokens they would get alone."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence as Ids
@@ -152,7 +153,7 @@ def test_admission_refuses_at_once_beyond_sequences_or_kv_tokens(model: Any) -> 
 
 
 def test_a_cancelled_sequence_leaves_the_batch_and_frees_its_reservation(model: Any) -> None:
-    decoder = BatchDecoder(model, Limits(8, 1000))
+    decoder = BatchDecoder(model, Limits(8, 1000), cancel_check_s=0.0)
     keep, cancel = Sink(), Sink()
     kept = seq(PROMPTS[0], max_new_tokens=20)
     decoder.submit(Job(kept, keep))
@@ -221,3 +222,34 @@ def test_left_padded_prefill_positions_start_at_zero_for_every_row() -> None:
     assert ids.tolist() == [[4, 5, 6], [0, 0, 7]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_cancellation_is_polled_at_most_every_interval(model: Any) -> None:
+    class Counting(Sink):
+        polls = 0
+
+        def cancelled(self) -> bool:
+            Counting.polls += 1
+            return False
+
+    decoder = BatchDecoder(model, Limits(8, 1000), cancel_check_s=3600.0)
+    decoder.submit(Job(seq(PROMPTS[0], max_new_tokens=10), Counting()))
+    decoder.run_until_idle()
+    assert Counting.polls == 1  # the first step only
+
+
+def test_the_responder_delivers_in_order_past_a_failing_delivery() -> None:
+    from triton_models.runtime.responder import Responder
+
+    delivered: list[int] = []
+    responder = Responder()
+
+    def fail() -> None:
+        raise RuntimeError("broken stream")
+
+    for i in range(50):
+        responder.submit(functools.partial(delivered.append, i))
+        if i == 10:
+            responder.submit(fail)
+    responder.close()
+    assert delivered == list(range(50))

@@ -4,7 +4,8 @@ Each request is one prompt (the ``contract.INPUT_*`` generation inputs). ``execu
 tokenizes it (with the chat template when asked) and hands it to the decode thread
 (:class:`~triton_models.runtime.batch_decoder.BatchDecoder`), which owns the model and decodes
 every live request together, new ones joining between steps. Responses go out through each
-request's response sender: one per new piece of text, then a last one (flag FINAL) with the
+request's response sender, from a thread of their own (so the decode loop does not wait on
+delivery): one per new piece of text, then a last one (flag FINAL) with the
 finish reason, the matched stop string and usage. A request that does not fit (too many
 sequences, or too many KV-cache tokens) is refused at once with
 ``contract.GENERATE_CAPACITY``; one the caller cancelled stops between two decode steps.
@@ -32,6 +33,7 @@ try:  # a built repository ships the helpers next to this file
     from lmforge_runtime.batch_decoder import BatchDecoder, CapacityError, Job, Limits, Stats
     from lmforge_runtime.causal_lm import PromptError, load_causal_lm
     from lmforge_runtime.params import string_parameters
+    from lmforge_runtime.responder import Responder
     from lmforge_runtime.sampling import SamplingParams, parameter_problems
     from lmforge_runtime.sequence import Sequence, Step
     from lmforge_runtime.text import InputTooLongError, decode_texts
@@ -46,6 +48,7 @@ except ModuleNotFoundError:  # running from the source tree
     )
     from triton_models.runtime.causal_lm import PromptError, load_causal_lm
     from triton_models.runtime.params import string_parameters
+    from triton_models.runtime.responder import Responder
     from triton_models.runtime.sampling import SamplingParams, parameter_problems
     from triton_models.runtime.sequence import Sequence, Step
     from triton_models.runtime.text import InputTooLongError, decode_texts
@@ -64,14 +67,19 @@ def _strings(*values: str) -> np.ndarray[Any, Any]:
 
 
 class _Sink:
-    """One request's response sender, as the decode loop's :class:`Sink`."""
+    """One request's response sender, as the decode loop's :class:`Sink`; deliveries go
+    through the model's :class:`Responder` thread, in order."""
 
-    def __init__(self, request: Any, sender: Any, input_tokens: int) -> None:
+    def __init__(self, request: Any, sender: Any, input_tokens: int, responder: Responder) -> None:
         self._request = request
         self._sender = sender
         self._input_tokens = input_tokens
+        self._responder = responder
 
     def send(self, step: Step) -> None:
+        self._responder.submit(lambda: self._deliver(step))
+
+    def _deliver(self, step: Step) -> None:
         tensors = [
             pb_utils.Tensor(contract.OUTPUT_TEXT, _strings(step.text)),
             pb_utils.Tensor(contract.OUTPUT_FINISH_REASON, _strings(step.finish_reason or "")),
@@ -91,11 +99,12 @@ class _Sink:
         return any(bool(getattr(o, "is_cancelled", lambda: False)()) for o in checks)
 
     def abandon(self) -> None:
-        self._sender.send(flags=FINAL)
+        self._responder.submit(lambda: self._sender.send(flags=FINAL))
 
     def fail(self, message: str) -> None:
         error = _error(message, "INTERNAL")
-        self._sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=FINAL)
+        response = pb_utils.InferenceResponse(output_tensors=[], error=error)
+        self._responder.submit(lambda: self._sender.send(response, flags=FINAL))
 
 
 class _Refused(ValueError):
@@ -186,6 +195,7 @@ class TritonPythonModel:
         )
         self.lm = load_causal_lm(folder, threads=int(params.get(contract.PARAM_CPU_THREADS, "0")))
         self.metrics = _Metrics(args["model_name"], args["model_version"])
+        self.responder = Responder()
         self.decoder = BatchDecoder(
             self.lm.model, limits, pad_id=self.lm.pad_id, on_stats=self.metrics.observe
         )
@@ -246,7 +256,7 @@ class TritonPythonModel:
             decode=self.lm.decode,
             eos_ids=self.lm.eos_ids,
         )
-        return Job(sequence, _Sink(request, sender, len(ids)))
+        return Job(sequence, _Sink(request, sender, len(ids), self.responder))
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -270,4 +280,5 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.decoder.stop()
+        self.responder.close()
         logger.info("generate model unloaded")

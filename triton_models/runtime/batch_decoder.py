@@ -8,6 +8,9 @@ their cache rows are merged in; finished ones are cut out and the padding column
 any more are trimmed. A request's first token comes from its prefill, so it does not wait for
 a decode step.
 
+Cancellation is checked between steps, at most every ``cancel_check_s`` seconds; a sequence whose
+caller went away leaves the batch at that step.
+
 Admission is bounded twice: by sequences (running + waiting) and by KV-cache tokens, counting
 for each sequence what it may grow to (prompt + ``max_new_tokens``). Beyond either bound
 :meth:`BatchDecoder.submit` raises :class:`CapacityError` at once; nothing queues.
@@ -95,11 +98,16 @@ class BatchDecoder:
         *,
         pad_id: int = 0,
         on_stats: StatsCallback | None = None,
+        cancel_check_s: float = 0.1,
     ) -> None:
         self.model = model
         self.limits = limits
         self.pad_id = pad_id
         self._on_stats = on_stats
+        # asking a Triton response sender whether its caller left is a round trip to the
+        # server process: done for every sequence at most this often, not every step
+        self._cancel_check_s = cancel_check_s
+        self._cancel_checked = float("-inf")
         self._lock = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._reserved = 0
@@ -228,6 +236,10 @@ class BatchDecoder:
         raise RuntimeError(f"still busy after {max_steps} steps")
 
     def _drop_cancelled(self) -> None:
+        now = time.monotonic()
+        if now - self._cancel_checked < self._cancel_check_s:
+            return
+        self._cancel_checked = now
         gone = [i for i, job in enumerate(self._running) if job.sink.cancelled()]
         if gone:
             for i in gone:
