@@ -30,6 +30,7 @@ from gateway.client import AsyncLmforgeClient
 from gateway.loadgen import closed_loop
 from lmforge import bench_train
 from lmforge.bench_cascade import register_cascade
+from lmforge.bench_fallback import register_fallback
 from lmforge.chaos import register_chaos
 from lmforge.processes import gateway_config, start_gateway
 from triton_models.launcher import TritonServer
@@ -315,4 +316,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serving.set_defaults(handler=_serving)
     bench_train.register(actions)
     register_chaos(actions)
+    register_fallback(actions)
     register_cascade(actions)
