@@ -3,14 +3,15 @@
 Given two SST-2 classifiers (by default the INT8 student and the FP32 teacher of
 ``benchmarks/pipeline_sst2.yaml``), in one run:
 
-1. builds one repository with both (``small``: the student, graph-fused and dynamic INT8;
+1. builds one repository with both (``small``: the student, graph-fused and static INT8;
    ``large``: the teacher, FP32);
 2. computes both models' probabilities on SST-2 dev with their own served graphs in this
    process, and from them the **curve** over thresholds: the share of inputs the cascade sends
    on to the large model (the small model's top score is under the threshold) and the
    cascade's accuracy;
-3. picks the lowest threshold whose accuracy keeps ``--keep`` (99 %) of the large model's, and
-   checks it escalates at most ``--max-escalation`` (30 %) of the inputs;
+3. picks the threshold to serve (``--policy accurate``: the most accurate one that escalates
+   at most ``--max-escalation`` (30 %) of the inputs; ``cheapest``: the least escalating one
+   that keeps ``--keep`` (99 %) of the large model's accuracy) and checks both bounds;
 4. serves the three routes (``cascade`` at that threshold, ``large`` alone, ``small`` alone)
    through Triton and the gateway: every dev sentence through the cascade (accuracy and the
    escalation rate counted from each result's ``served_by``), then the throughput of each
@@ -70,12 +71,23 @@ def curve(small: Array, large: Array, gold: Array, thresholds: Array) -> list[di
     return rows
 
 
-def choose(rows: list[dict[str, float]], target: float) -> dict[str, float]:
-    """The least-escalating threshold whose accuracy reaches ``target`` (else the most
-    accurate one)."""
-    good = [r for r in rows if r["accuracy"] >= target]
-    if good:
-        return min(good, key=lambda r: (r["escalation"], r["threshold"]))
+def choose(
+    rows: list[dict[str, float]],
+    target: float,
+    max_escalation: float = 1.0,
+    policy: str = "cheapest",
+) -> dict[str, float]:
+    """The threshold to serve. ``cheapest``: the least-escalating one whose accuracy reaches
+    ``target``; ``accurate``: the most accurate one within ``max_escalation`` (ties: the less
+    escalating). When no threshold qualifies: the most accurate one."""
+    if policy == "accurate":
+        within = [r for r in rows if r["escalation"] <= max_escalation]
+        if within:
+            return max(within, key=lambda r: (r["accuracy"], -r["escalation"]))
+    else:
+        good = [r for r in rows if r["accuracy"] >= target]
+        if good:
+            return min(good, key=lambda r: (r["escalation"], r["threshold"]))
     return max(rows, key=lambda r: (r["accuracy"], -r["escalation"]))
 
 
@@ -84,9 +96,17 @@ def _build(small: Path, large: Path, dev: Path, out: Path) -> Path:
     from trainer.repository.spec import parse_spec
 
     gate = {"path": str(dev), "text_column": "sentence", "label_column": "label", "max_drop": 0.01}
-    quantize = {"method": "int8_dynamic", "min_cosine": 0.9, "gate": gate}
+    # static INT8: its outputs do not depend on what else is in the batch (dynamic INT8's
+    # per-batch activation scales do), so served and in-process thresholds agree
+    quantize = {
+        "method": "int8_static",
+        "calibration": {"samples": 256},
+        "min_cosine": 0.9,
+        "gate": gate,
+    }
+    calibration = {"dataset": {"path": str(dev.parent / "train.tsv"), "limit": 256}}
     models: list[dict[str, Any]] = [
-        {"name": "small", "checkpoint": str(small), "quantize": quantize},
+        {"name": "small", "checkpoint": str(small), "quantize": quantize, "parity": calibration},
         {"name": "large", "checkpoint": str(large)},
     ]
     for model in models:
@@ -136,7 +156,7 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"- small alone: accuracy {small:.4f}; large alone: {large:.4f}",
-        f"- chosen threshold {chosen['threshold']:.2f}: accuracy {chosen['accuracy']:.4f} "
+        f"- chosen threshold ({report.get('policy', 'cheapest')}) {chosen['threshold']:.2f}: accuracy {chosen['accuracy']:.4f} "
         f"({chosen['accuracy'] / large:.2%} of large; target >= {report['keep']:.0%}), "
         f"escalated {chosen['escalation']:.1%} (target <= {report['max_escalation']:.0%}): "
         f"**{'met' if report['met'] else 'MISSED'}**",
@@ -206,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
         thresholds = np.round(np.arange(0.50, 1.0, 0.01), 2)
         rows = curve(probs["small"], probs["large"], gold, thresholds)
         large_accuracy = float((probs["large"].argmax(1) == gold).mean())
-        chosen = choose(rows, args.keep * large_accuracy)
+        chosen = choose(rows, args.keep * large_accuracy, args.max_escalation, args.policy)
         logger.info("chosen threshold %s", chosen)
         route: dict[str, Any] = {
             "name": "cascade",
@@ -239,6 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         "rows": len(sentences),
         "keep": args.keep,
         "max_escalation": args.max_escalation,
+        "policy": args.policy,
         "concurrency": args.concurrency,
         "duration_s": args.duration,
         "small_accuracy": float((probs["small"].argmax(1) == gold).mean()),
@@ -270,6 +291,13 @@ def register_cascade(actions: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--large", help="the large one; default: the pipeline's teacher")
     parser.add_argument("--keep", type=float, default=0.99, help="share of large's accuracy")
     parser.add_argument("--max-escalation", type=float, default=0.30)
+    parser.add_argument(
+        "--policy",
+        choices=["accurate", "cheapest"],
+        default="accurate",
+        help="the served threshold: the most accurate within --max-escalation, or the least "
+        "escalating that keeps --keep (default: %(default)s)",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per route")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

@@ -26,3 +26,15 @@ def test_choose_takes_the_cheapest_threshold_that_keeps_the_target() -> None:
     ]
     assert choose(rows, 0.89)["threshold"] == 0.7
     assert choose(rows, 0.95)["threshold"] == 0.9  # unreachable: the most accurate
+
+
+def test_the_accurate_policy_takes_the_best_accuracy_within_the_escalation_budget() -> None:
+    rows = [
+        {"threshold": 0.5, "escalation": 0.0, "accuracy": 0.90},
+        {"threshold": 0.7, "escalation": 0.1, "accuracy": 0.92},
+        {"threshold": 0.8, "escalation": 0.2, "accuracy": 0.92},
+        {"threshold": 0.9, "escalation": 0.4, "accuracy": 0.95},
+    ]
+    assert choose(rows, 0.89, 0.3, "accurate")["threshold"] == 0.7
+    assert choose(rows, 0.89, 0.5, "accurate")["threshold"] == 0.9
+    assert choose(rows, 0.89, 0.3, "cheapest")["threshold"] == 0.5

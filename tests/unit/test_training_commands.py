@@ -78,3 +78,9 @@ def test_fresh_run_into_a_folder_with_checkpoints_fails_before_launching(tmp_pat
     (tmp_path / "out" / "checkpoints" / "complete.json").write_text('{"tag": "step1"}')
     assert handle(parser().parse_args(["train", str(path), "--check"])) == 1
     assert handle(parser().parse_args(["train", str(path), "--resume", "--check"])) == 0
+
+
+def test_export_flags_on_a_training_run_are_refused_not_ignored(tmp_path: Path) -> None:
+    # `lmforge train RUN.yaml --task t --out d` would otherwise train again from scratch
+    args = parser().parse_args(["train", str(tmp_path / "run.yaml"), "--task", "t", "--out", "d"])
+    assert handle(args) == 2

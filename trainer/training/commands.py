@@ -105,6 +105,15 @@ def handle(args: argparse.Namespace) -> int:
                 "unexpected argument %r (did you mean 'lmforge train export ...'?)", args.run_dir
             )
             return 2
+        misplaced = [f for f, v in (("--task", args.task), ("--out", args.out)) if v is not None]
+        if args.source is not None:
+            misplaced.append("--from")
+        if misplaced:
+            logger.error(
+                "%s only apply to 'lmforge train export RUN_DIR ...', not to a training run",
+                ", ".join(misplaced),
+            )
+            return 2
         if args.num_ranks is not None and args.num_ranks < 1:
             logger.error("--num-ranks must be >= 1, got %d", args.num_ranks)
             return 2
