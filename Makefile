@@ -8,12 +8,14 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PERF_VENV ?= .venv-perf
 BUF := npx --yes @bufbuild/buf@1.75.0
+# the released wire contract that `buf breaking` checks protos/ against
+CONTRACT_BASELINE := protos/baseline/lmforge.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 
-.PHONY: help install serve test test-all lint fmt protos bench perf-env clean
+.PHONY: help install serve test test-all lint fmt protos contract-baseline bench perf-env clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,11 +43,12 @@ test: lint ## lint (ruff, mypy, buf) and run the test suite (no GPU needed)
 test-all: install ## the whole suite including slow tests
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format), mypy (strict on gateway/, triton_models/), buf lint
+lint: install ## ruff, mypy (strict on gateway/, triton_models/), buf lint + breaking
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy gateway triton_models trainer lmforge
 	$(BUF) lint
+	$(BUF) breaking --against $(CONTRACT_BASELINE)
 
 fmt: install ## format the code
 	$(VENV)/bin/ruff format .
@@ -53,6 +56,11 @@ fmt: install ## format the code
 
 protos: install ## regenerate gateway/_proto from protos/
 	$(PY) -m gateway.protogen
+
+contract-baseline: ## re-record the contract baseline (after a release; ALLOW_BREAKING=1 to drop a package)
+	$(if $(ALLOW_BREAKING),,$(BUF) breaking --against $(CONTRACT_BASELINE))
+	set -o pipefail; $(BUF) build --exclude-source-info -o '-#format=json' | $(PYTHON) -m json.tool --indent 1 > $(CONTRACT_BASELINE).tmp
+	mv $(CONTRACT_BASELINE).tmp $(CONTRACT_BASELINE)
 
 perf-env: ## perf_analyzer in its own environment (tritonclient 2.51, libb64, cudart)
 	command -v apt-get >/dev/null && (dpkg -s libb64-0d >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libb64-0d)) || true
