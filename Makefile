@@ -37,7 +37,7 @@ install: $(VENV)/.installed ## create .venv and install lmforge with its train+d
 serve: install ## build the demo model repository, start tritonserver + the gateway on localhost
 	$(VENV)/bin/lmforge up
 
-test: lint ## lint (ruff, mypy, buf) and run the test suite (no GPU needed)
+test: lint perf-env ## lint (ruff, mypy, buf) and run the test suite (no GPU needed)
 	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-all: install ## the whole suite including slow tests
