@@ -14,8 +14,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
+PERF_ARGS ?=
 
-.PHONY: help install serve test test-all lint fmt protos contract-baseline bench perf-env clean
+.PHONY: help install serve test test-all lint fmt protos contract-baseline bench perf perf-baseline perf-env clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +70,12 @@ perf-env: ## perf_analyzer in its own environment (tritonclient 2.51, libb64, cu
 
 bench: install perf-env ## Embed throughput: gateway (c=1,16) vs perf_analyzer on the ensemble
 	$(PY) benchmarks/embed_throughput.py --perf-venv $(PERF_VENV)
+
+perf: install ## per demo model: latency, throughput, RSS, CPU vs the recorded baseline (exit 1 on a regression)
+	$(VENV)/bin/lmforge bench perf --tolerances benchmarks/perf_tolerances.yaml $(PERF_ARGS)
+
+perf-baseline: install ## record benchmarks/results/perf_baseline.json (after a deliberate change)
+	$(VENV)/bin/lmforge bench perf --tolerances benchmarks/perf_tolerances.yaml --record-baseline $(PERF_ARGS)
 
 clean: ## remove build outputs (keeps the model cache in ~/.cache/lmforge)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,7 @@ from lmforge import bench_train
 from lmforge.bench_cascade import register_cascade
 from lmforge.bench_fallback import register_fallback
 from lmforge.chaos import register_chaos
+from lmforge.perf import register_perf
 from lmforge.processes import gateway_config, start_gateway
 from triton_models.launcher import TritonServer
 from triton_models.perf import PerfAnalyzer, PerfAnalyzerError
@@ -318,3 +319,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     register_chaos(actions)
     register_fallback(actions)
     register_cascade(actions)
+    register_perf(actions)
