@@ -10,7 +10,8 @@ and median sentences/s per contender, the median of the per-round ratios and the
 
 Contenders: the teacher in PyTorch FP32 eager (``AutoModelForSequenceClassification``, the
 tokenizer's own padding) and every ``*_encoder`` ONNX graph of the repository in ONNX Runtime
-(the served graph, tokenized as served: exact length).
+(the served graph, tokenized as served: exact length; a row-wise encoder, dynamic INT8, runs
+each row of a batch alone as it is served).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def torch_runner(checkpoint: Path, max_length: int) -> Runner:
 def onnx_runner(repository: Path, name: str, max_length: int) -> Runner:
     import onnxruntime as ort
 
+    from trainer.repository.reference import served_row_wise
     from triton_models.runtime import contract
+    from triton_models.runtime.ragged import own_length_rows
     from triton_models.runtime.text import TextEncoder
 
     session = ort.InferenceSession(
@@ -71,6 +74,8 @@ def onnx_runner(repository: Path, name: str, max_length: int) -> Runner:
         repository / f"{name}_tokenize" / "1" / "tokenizer.json", max_length, contract.EXACT_LENGTH
     )
 
+    row_wise = served_row_wise(repository, name)  # run as the served encoder runs it
+
     def run(batches: list[list[str]]) -> None:
         for chunk in batches:
             tokens = encoder(chunk, [True] * len(chunk))
@@ -79,7 +84,9 @@ def onnx_runner(repository: Path, name: str, max_length: int) -> Runner:
                 contract.ATTENTION_MASK: tokens.attention_mask,
                 contract.TOKEN_TYPE_IDS: tokens.token_type_ids,
             }
-            session.run(None, {k: v for k, v in feeds.items() if k in names})
+            feeds = {k: v for k, v in feeds.items() if k in names}
+            for part in own_length_rows(feeds, contract.ATTENTION_MASK) if row_wise else [feeds]:
+                session.run(None, part)
 
     return run
 

@@ -138,7 +138,9 @@ class Pipeline:
         if c.smoke is not None:
             stages.append(("smoke", self._smoke, (c.smoke.model_dump(), "repository")))
         if c.report is not None:
-            stages.append(("report", self._report, (c.report.model_dump(mode="json"), source)))
+            # the report measures the student as the repository stage compresses it
+            report_inputs = (c.report.model_dump(mode="json"), source, "repository")
+            stages.append(("report", self._report, report_inputs))
         for number, (name, work, inputs) in enumerate(stages, start=1):
             upstream = [self.keys[i] for i in inputs if isinstance(i, str) and i in self.keys]
             folder = self._stage_dir(name, *inputs, *upstream)

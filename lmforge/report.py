@@ -188,9 +188,9 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
 
     from trainer.datasets import read_column
     from trainer.repository.builder import build_repository
-    from trainer.repository.parity import ort_runner
+    from trainer.repository.parity import ort_runner, row_wise
     from trainer.repository.quantize import task_metric
-    from trainer.repository.reference import in_process_throughput
+    from trainer.repository.reference import in_process_throughput, served_row_wise
     from trainer.repository.spec import MetricGate, parse_spec
     from triton_models.runtime.text import TextEncoder
 
@@ -210,8 +210,11 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
         limit=ev.limit,
     )
     encoder = TextEncoder.from_file(tokenizer, config.max_length, "exact")
+    runner = ort_runner(graph)
+    if served_row_wise(repository, name):  # measured as it is served
+        runner = row_wise(runner)
     metric, value, rows = task_metric(
-        ort_runner(graph), config.task, gate, encoder, names, report.labels, report.text_pairs
+        runner, config.task, gate, encoder, names, report.labels, report.text_pairs
     )
     sentences = read_column(ev.path, ev.text_column, ev.limit)
     speeds = in_process_throughput(

@@ -206,6 +206,35 @@ def test_static_int8_of_a_classifier_is_calibrated_and_independent_of_the_batch(
     np.testing.assert_allclose(alone, together, atol=1e-6)
 
 
+def test_dynamic_int8_is_served_row_wise_so_a_row_does_not_depend_on_its_batch(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """Dynamic INT8 computes activation scales over the whole batch; the encoder runs each row
+    alone (at its own length), and the in-process reference does the same."""
+    import onnx
+
+    from trainer.repository.reference import repository_outputs, served_row_wise
+
+    spec = _spec(checkpoints).models[1]
+    dynamic = spec.model_copy(
+        update={
+            "quantize": spec.quantize.model_copy(
+                update={"method": "int8_dynamic", "min_cosine": 0.5}
+            )
+        }
+    )
+    build_repository(RepositorySpec(models=(dynamic,)), tmp_path / "repo")
+    assert served_row_wise(tmp_path / "repo", "tiny_cls")
+    graph = tmp_path / "repo" / "tiny_cls_encoder" / "1" / "model.onnx"
+    assert "DynamicQuantizeLinear" in {n.op_type for n in onnx.load(str(graph)).graph.node}
+    texts = ["a short one", "a much longer sentence that pads the short one in a batch", "ok"]
+    together = repository_outputs(tmp_path / "repo", "tiny_cls", texts, 64)
+    alone = np.concatenate(
+        [repository_outputs(tmp_path / "repo", "tiny_cls", [t], 64) for t in texts]
+    )
+    np.testing.assert_array_equal(alone, together)
+
+
 def test_int8_gate_rejects_a_quantization_that_drifts_too_far(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -71,3 +71,25 @@ def test_a_changed_teacher_changes_every_key_downstream(tmp_path: Path) -> None:
     second = keys()
     assert all(second[stage] != first[stage] for stage in ("teacher", "student", "repository"))
     assert done[3:] == ["_teacher", "_student", "_repository"]
+
+
+def test_a_changed_quantization_runs_the_repository_and_the_report_again(tmp_path: Path) -> None:
+    text = (
+        "work_dir: w\ntask: sst2\nteacher: {config: ../t.yaml}\nstudent: {config: ../t.yaml}\n"
+        "report: {evaluation: {path: ../dev.tsv}}\nrepository: {quantize: QUANT}\n"
+    )
+    path = write(tmp_path, text.replace("QUANT", "int8_static"))
+    done: list[str] = []
+
+    def run() -> dict[str, str]:
+        pipeline = Pipeline(load_pipeline(path))
+        for name in ("_teacher", "_student", "_repository", "_report"):
+            setattr(pipeline, name, lambda folder, n=name: done.append(n))
+        pipeline.run()
+        return dict(pipeline.keys)
+
+    first = run()
+    path.write_text(text.replace("QUANT", "int8_dynamic"), encoding="utf-8")
+    second = run()
+    assert done[4:] == ["_repository", "_report"]  # teacher and student are kept
+    assert second["report"] != first["report"] and second["student"] == first["student"]

@@ -171,3 +171,22 @@ def test_tensorrt_encoder_has_one_profile_per_bucket() -> None:
     assert list(message.instance_group[0].profile) == ["0", "1", "2", "3"]
     assert message.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert pbtxt.tensorrt_profiles(spec) == [(1, 16), (17, 32), (33, 64), (65, 128)]
+
+
+@pytest.mark.parametrize(
+    ("quantize", "row_wise"),
+    [
+        ({"method": "int8_dynamic"}, "true"),  # per-batch activation scales: rows run alone
+        ({"method": "int8_static"}, "false"),
+        ({"method": "none"}, "false"),
+        ({"method": "int8_dynamic", "row_wise": False}, "false"),
+        ({"method": "none", "row_wise": True}, "true"),
+    ],
+)
+def test_dynamic_int8_encoders_run_row_wise_unless_told_otherwise(
+    quantize: dict[str, Any], row_wise: str, tmp_path: Any
+) -> None:
+    text = pbtxt.render(pbtxt.encoder_config(_spec(quantize=quantize), _embed_signature()))
+    assert _parse(text).parameters[contract.ENCODER_ROW_WISE].string_value == row_wise
+    (tmp_path / "config.pbtxt").write_text(text)
+    assert pbtxt.read_parameters(tmp_path / "config.pbtxt")[contract.ENCODER_ROW_WISE] == row_wise

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from triton_models.runtime.contract import INPUT_TOO_LONG, too_long_rows
-from triton_models.runtime.ragged import merge_requests, pad_to_length, split_rows
+from triton_models.runtime.ragged import (
+    merge_requests,
+    own_length_rows,
+    pad_to_length,
+    split_rows,
+)
 from triton_models.runtime.text import (
     InputTooLongError,
     TextEncoder,
@@ -154,3 +159,13 @@ def test_merge_requests_rejects_inconsistent_tensors() -> None:
 def test_split_rows_rejects_wrong_row_count() -> None:
     with pytest.raises(ValueError, match="rows"):
         split_rows({"x": np.ones((3, 2))}, [1, 1])
+
+
+def test_own_length_rows_cuts_each_row_to_its_mask() -> None:
+    merged = {
+        "input_ids": np.array([[5, 6, 7], [8, 0, 0], [0, 0, 0]]),
+        "attention_mask": np.array([[1, 1, 1], [1, 0, 0], [0, 0, 0]]),
+    }
+    rows = own_length_rows(merged, "attention_mask")
+    assert [r["input_ids"].tolist() for r in rows] == [[[5, 6, 7]], [[8]], [[0]]]
+    assert [r["attention_mask"].shape for r in rows] == [(1, 3), (1, 1), (1, 1)]

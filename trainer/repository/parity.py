@@ -107,6 +107,17 @@ def torch_runner(module: Any, input_names: Sequence[str]) -> Runner:
     return run
 
 
+def row_wise(run: Runner) -> Runner:
+    """``run`` on every row alone at its own length, as a row-wise served encoder runs it."""
+    from triton_models.runtime.ragged import own_length_rows
+
+    def each(feeds: Feeds) -> FloatArray:
+        rows = own_length_rows(feeds, contract.ATTENTION_MASK)
+        return np.concatenate([run(row) for row in rows])
+
+    return each
+
+
 def ort_runner(onnx_path: Path, threads: int = 0) -> Runner:
     import onnxruntime as ort
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -146,6 +147,7 @@ def encoder_config(model: ModelSpec, signature: EncoderSignature) -> ConfigDict:
             {
                 contract.ENCODER_MODEL_FILE: "model.onnx",
                 contract.ENCODER_INTRA_OP_THREADS: str(model.cpu_threads),
+                contract.ENCODER_ROW_WISE: str(model.quantize.serves_row_wise).lower(),
             }
         )
     elif model.target == "onnxruntime":
@@ -279,3 +281,9 @@ def check_ensemble_wiring(ensemble: ConfigDict, members: dict[str, ConfigDict]) 
     unproduced = {t["name"] for t in ensemble["output"]} - available
     if unproduced:
         raise ModelConfigError(name, f"ensemble outputs {sorted(unproduced)} are never produced")
+
+
+def read_parameters(path: Path) -> dict[str, str]:
+    """The ``parameters`` of a written ``config.pbtxt``, as strings."""
+    message = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+    return {key: value.string_value for key, value in message.parameters.items()}

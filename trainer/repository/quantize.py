@@ -32,6 +32,7 @@ from trainer.repository.parity import (
     feed_batches,
     ort_runner,
     parity_feeds,
+    row_wise,
 )
 from trainer.repository.spec import MetricGate, ModelSpec
 from trainer.training.metrics import spearman
@@ -220,6 +221,8 @@ def quantize_with_gate(
     else:
         quantize_int8_dynamic(fp32_path, dest, per_channel=spec.quantize.per_channel)
     fp32, int8 = ort_runner(fp32_path, spec.cpu_threads), ort_runner(dest, spec.cpu_threads)
+    if spec.quantize.serves_row_wise:  # judged as it will be served
+        int8 = row_wise(int8)
     outputs = compare(fp32, int8, parity, spec.task)
     what = f"{method} quantization of {spec.name!r}"
     logger.info(

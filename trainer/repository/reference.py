@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from triton_models.runtime import contract
+from triton_models.runtime.ragged import own_length_rows
 from triton_models.runtime.text import TextEncoder
 
 
@@ -109,8 +110,18 @@ def repository_outputs(repository: Path, name: str, texts: Sequence[str], max_le
     session = _session(graph, 0, False)
     names = [i.name for i in session.get_inputs()]
     encoder = TextEncoder.from_file(tokenizer, max_length, contract.EXACT_LENGTH)
-    feeds = feed_batches(encoder, list(texts), names)
+    feeds: list[dict[str, Any]] = list(feed_batches(encoder, list(texts), names))
+    if served_row_wise(repository, name):  # as the served encoder runs it
+        feeds = [row for f in feeds for row in own_length_rows(f, contract.ATTENTION_MASK)]
     return np.concatenate([session.run(None, f)[0] for f in feeds]).astype(np.float32)
+
+
+def served_row_wise(repository: Path, name: str) -> bool:
+    """Whether the repository's ``<name>_encoder`` runs every row alone (dynamic INT8)."""
+    from trainer.repository.pbtxt import read_parameters
+
+    config = repository / f"{name}_encoder" / "config.pbtxt"
+    return read_parameters(config).get(contract.ENCODER_ROW_WISE, "false") == "true"
 
 
 def repository_labels(repository: Path, name: str) -> list[str]:

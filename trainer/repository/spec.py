@@ -114,6 +114,13 @@ class QuantizeSpec(StrictModel):
     min_cosine: float = Field(default=0.99, gt=0, le=1)  # output-level gate vs FP32
     max_abs_diff: float = Field(default=0.05, gt=0)  # gate for one-column (regression) outputs
     gate: MetricGate | None = None  # the task-metric gate (recommended)
+    # serve each row alone at its own length (default: for int8_dynamic, whose per-batch
+    # activation scales would otherwise make a row's scores depend on its batch neighbours)
+    row_wise: bool | None = None
+
+    @property
+    def serves_row_wise(self) -> bool:
+        return self.method == "int8_dynamic" if self.row_wise is None else self.row_wise
 
 
 class TensorRTSpec(StrictModel):

@@ -5,8 +5,12 @@ their lengths may differ) is right-padded to a common length, run in one
 ``session.run`` and split back per request. The graph's outputs (``EMBEDDING`` or
 ``PROBS``, pooling/softmax already inside the graph) are returned under their own names.
 
+With ``contract.ENCODER_ROW_WISE`` ("true", set by the builder for dynamic INT8 graphs) every
+row runs alone at its own length instead, so its scores do not depend on what it was batched
+with (on a CPU a dynamic INT8 graph runs about as fast row by row as in batches).
+
 Config ``parameters``: the ``contract.ENCODER_*`` names (model file, default ``model.onnx`` in
-the version folder; intra-/inter-op threads, 0: ONNX Runtime decides).
+the version folder; intra-/inter-op threads, 0: ONNX Runtime decides; row-wise).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:  # a built repository ships the helpers next to this file
     from lmforge_runtime import contract
     from lmforge_runtime.params import string_parameters
-    from lmforge_runtime.ragged import merge_requests, split_rows
+    from lmforge_runtime.ragged import merge_requests, own_length_rows, split_rows
 except ModuleNotFoundError:  # running from the source tree
     from triton_models.runtime import contract
     from triton_models.runtime.params import string_parameters
-    from triton_models.runtime.ragged import merge_requests, split_rows
+    from triton_models.runtime.ragged import merge_requests, own_length_rows, split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        self.row_wise = params.get(contract.ENCODER_ROW_WISE, "false").lower() == "true"
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         logger.info(
@@ -83,7 +88,7 @@ class TritonPythonModel:
             )
         try:
             merged, counts = merge_requests(tensors)
-            values = self.session.run(self.output_names, merged)
+            values = self._run(merged)
         except _BATCH_ERRORS as exc:
             logger.exception("encoder batch failed")
             error = pb_utils.TritonError(f"encoder failed: {exc}")
@@ -98,6 +103,15 @@ class TritonPythonModel:
             )
             for outputs in per_request
         ]
+
+    def _run(self, merged: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not self.row_wise:
+            return list(self.session.run(self.output_names, merged))
+        rows = [
+            self.session.run(self.output_names, feeds)
+            for feeds in own_length_rows(merged, contract.ATTENTION_MASK)
+        ]
+        return [np.concatenate(parts) for parts in zip(*rows, strict=True)]
 
     def finalize(self) -> None:
         self.session = None

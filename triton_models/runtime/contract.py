@@ -72,6 +72,7 @@ TOKENIZER_FILE = "tokenizer.json"
 ENCODER_MODEL_FILE = "model_file"  # in the version folder, default model.onnx
 ENCODER_INTRA_OP_THREADS = "intra_op_threads"  # 0: ONNX Runtime decides
 ENCODER_INTER_OP_THREADS = "inter_op_threads"
+ENCODER_ROW_WISE = "row_wise"  # "true": each row runs alone at its own length (see ragged.py)
 ENCODER_ALLOW_SPINNING = "allow_spinning"  # "true" | "false" (default): idle threads spin
 
 # -- names of the generated models and files -------------------------------------------------

@@ -4,6 +4,11 @@ The ``onnx_encoder`` python model receives several requests per ``execute()`` (d
 batching with ``allow_ragged_batch``); each holds ``[rows_i, length_i]`` token tensors. They
 are right-padded to the longest length, stacked, run once, and the outputs are cut back
 into per-request slices by row count.
+
+A graph whose result for one row depends on the other rows of its batch (dynamic INT8: its
+activation scales are computed over the whole batch) runs **row-wise** instead: every row on
+its own, cut to its own length (:func:`own_length_rows`), so a sentence gets the same scores
+whatever it was batched with, and exactly what an in-process batch of one gives.
 """
 
 from __future__ import annotations
@@ -69,4 +74,17 @@ def split_rows(outputs: Mapping[str, Array], counts: Sequence[int]) -> list[dict
     return [
         {name: value[bounds[i] : bounds[i + 1]] for name, value in outputs.items()}
         for i in range(len(counts))
+    ]
+
+
+def own_length_rows(merged: Mapping[str, Array], mask_name: str) -> list[dict[str, Array]]:
+    """Each row of right-padded ``[rows, L]`` tensors alone, cut to its own length (the number
+    of ones in its ``mask_name`` row; a row of all padding keeps one position)."""
+    mask = merged[mask_name]
+    if mask.ndim != 2:
+        raise ValueError(f"expected a [rows, length] mask, got shape {mask.shape}")
+    lengths = np.maximum(mask.astype(bool).sum(axis=1), 1)
+    return [
+        {name: value[row : row + 1, : int(length)] for name, value in merged.items()}
+        for row, length in enumerate(lengths)
     ]
