@@ -218,7 +218,13 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
     )
     sentences = read_column(ev.path, ev.text_column, ev.limit)
     speeds = in_process_throughput(
-        graph, tokenizer, config.max_length, sentences, batch_sizes=(1, 32), rounds=1
+        graph,
+        tokenizer,
+        config.max_length,
+        sentences,
+        batch_sizes=(1, 32),
+        rounds=1,
+        row_wise=served_row_wise(repository, name),
     )
     by_size = {s.batch_size: s for s in speeds if s.sorted_by_length}
     latencies = [s.p50_batch_ms for s in speeds if s.batch_size == 1]

@@ -56,9 +56,11 @@ def in_process_throughput(
     threads: int = 0,
     spinning: bool = False,
     rounds: int = 2,
+    row_wise: bool = False,
 ) -> list[ReferenceResult]:
     """Sentences per second for each batch size, in input order and sorted by length; the
-    best of ``rounds`` passes over all sentences (after one warm-up pass)."""
+    best of ``rounds`` passes over all sentences (after one warm-up pass). ``row_wise``: every
+    row of a batch runs alone, as a row-wise served encoder runs it."""
     session = _session(onnx_path, threads, spinning)
     names = {i.name for i in session.get_inputs()}
     encoder = TextEncoder.from_file(tokenizer_file, max_length, contract.EXACT_LENGTH)
@@ -83,8 +85,11 @@ def in_process_throughput(
                         contract.ATTENTION_MASK: tokens.attention_mask,
                         contract.TOKEN_TYPE_IDS: tokens.token_type_ids,
                     }
+                    feeds = {k: v for k, v in feeds.items() if k in names}
+                    parts = own_length_rows(feeds, contract.ATTENTION_MASK) if row_wise else [feeds]
                     t = time.perf_counter()
-                    session.run(None, {k: v for k, v in feeds.items() if k in names})
+                    for part in parts:
+                        session.run(None, part)
                     times.append(time.perf_counter() - t)
                 rate = len(sentences) / (time.perf_counter() - started)
                 if attempt:  # the first pass warms the session up
