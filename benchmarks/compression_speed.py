@@ -60,9 +60,8 @@ def torch_runner(checkpoint: Path, max_length: int) -> Runner:
 def onnx_runner(repository: Path, name: str, max_length: int) -> Runner:
     import onnxruntime as ort
 
-    from trainer.repository.reference import served_row_wise
+    from trainer.repository.reference import served_feeds, served_row_wise
     from triton_models.runtime import contract
-    from triton_models.runtime.ragged import own_length_rows
     from triton_models.runtime.text import TextEncoder
 
     session = ort.InferenceSession(
@@ -78,15 +77,8 @@ def onnx_runner(repository: Path, name: str, max_length: int) -> Runner:
 
     def run(batches: list[list[str]]) -> None:
         for chunk in batches:
-            tokens = encoder(chunk, [True] * len(chunk))
-            feeds = {
-                contract.INPUT_IDS: tokens.input_ids,
-                contract.ATTENTION_MASK: tokens.attention_mask,
-                contract.TOKEN_TYPE_IDS: tokens.token_type_ids,
-            }
-            feeds = {k: v for k, v in feeds.items() if k in names}
-            for part in own_length_rows(feeds, contract.ATTENTION_MASK) if row_wise else [feeds]:
-                session.run(None, part)
+            for feeds in served_feeds(encoder, chunk, names, row_wise):
+                session.run(None, feeds)
 
     return run
 

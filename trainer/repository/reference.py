@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,14 +79,7 @@ def in_process_throughput(
                 times = list[float]()
                 started = time.perf_counter()
                 for chunk in batches:
-                    tokens = encoder(chunk, [True] * len(chunk))
-                    feeds = {
-                        contract.INPUT_IDS: tokens.input_ids,
-                        contract.ATTENTION_MASK: tokens.attention_mask,
-                        contract.TOKEN_TYPE_IDS: tokens.token_type_ids,
-                    }
-                    feeds = {k: v for k, v in feeds.items() if k in names}
-                    parts = own_length_rows(feeds, contract.ATTENTION_MASK) if row_wise else [feeds]
+                    parts = served_feeds(encoder, chunk, names, row_wise)
                     t = time.perf_counter()
                     for part in parts:
                         session.run(None, part)
@@ -100,6 +93,21 @@ def in_process_throughput(
                 )
             )
     return results
+
+
+def served_feeds(
+    encoder: TextEncoder, texts: Sequence[str], names: Collection[str], row_wise: bool
+) -> list[dict[str, Any]]:
+    """The encoder feeds for ``texts`` as the served tokenizer makes them (truncated, padded to
+    the longest): one batch, or one feed per row at its own length for a row-wise encoder."""
+    tokens = encoder(list(texts), [True] * len(texts))
+    feeds = {
+        contract.INPUT_IDS: tokens.input_ids,
+        contract.ATTENTION_MASK: tokens.attention_mask,
+        contract.TOKEN_TYPE_IDS: tokens.token_type_ids,
+    }
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    return own_length_rows(feeds, contract.ATTENTION_MASK) if row_wise else [feeds]
 
 
 def repository_outputs(repository: Path, name: str, texts: Sequence[str], max_length: int) -> Any:
