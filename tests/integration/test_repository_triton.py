@@ -131,12 +131,15 @@ def test_launcher_raises_typed_error_with_log_tail_when_a_model_fails_to_load(
 
 
 # -- the demo repository ------------------------------------------------------------------------
-def test_demo_build_passed_parity_for_both_models(demo: DemoBuild) -> None:
+def test_demo_build_passed_parity_for_every_model(demo: DemoBuild) -> None:
     assert demo.sentiment_accuracy >= 0.85
     by_name = {m.name: m for m in demo.report.models}
-    assert set(by_name) == {"minilm", "sentiment"}
+    assert set(by_name) == {"minilm", "sentiment", "smollm2"}
     assert by_name["minilm"].parity.min_cosine >= 0.9999
     assert by_name["sentiment"].parity.argmax_agreement == 1.0
+    # the generator: served in-flight decoding = transformers' greedy generate, token for token
+    assert by_name["smollm2"].task == contract.TASK_GENERATE
+    assert by_name["smollm2"].parity.argmax_agreement == 1.0
 
 
 def test_minilm_embeddings_match_in_process_pytorch(client: Any) -> None:
