@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from gateway.cli import COMMANDS as GATEWAY_COMMANDS
 from gateway.cli import build_parser, run
-from lmforge import bench, pipeline, report, up
+from lmforge import bench, pipeline, report, rollout, up
 from trainer import cli as trainer_cli
 from triton_models import launcher
 
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.register,
             report.register,
             pipeline.register,
+            rollout.register,
         ),
     )
     return run(parser, argv)
