@@ -211,7 +211,8 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
     )
     encoder = TextEncoder.from_file(tokenizer, config.max_length, "exact")
     runner = ort_runner(graph)
-    if served_row_wise(repository, name):  # measured as it is served
+    one_by_one = served_row_wise(repository, name)  # measured as it is served
+    if one_by_one:
         runner = row_wise(runner)
     metric, value, rows = task_metric(
         runner, config.task, gate, encoder, names, report.labels, report.text_pairs
@@ -224,7 +225,7 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
         sentences,
         batch_sizes=(1, 32),
         rounds=1,
-        row_wise=served_row_wise(repository, name),
+        row_wise=one_by_one,
     )
     by_size = {s.batch_size: s for s in speeds if s.sorted_by_length}
     latencies = [s.p50_batch_ms for s in speeds if s.batch_size == 1]
