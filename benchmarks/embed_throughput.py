@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from gateway.client import AsyncLmforgeClient  # noqa: E402
-from lmforge.processes import gateway_config, start_gateway  # noqa: E402
+from lmforge_client.client import AsyncLmforgeClient  # noqa: E402
+
+from gateway.processes import gateway_config, start_gateway  # noqa: E402
 from trainer.datasets import dataset_file, read_column  # noqa: E402
-from triton_models.launcher import TritonServer  # noqa: E402
+from triton_host.launcher import TritonServer  # noqa: E402
 
 
 def sst2_sentences(limit: int) -> list[str]:

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from gateway.client import AsyncLmforgeClient  # noqa: E402
-from lmforge.processes import gateway_config, start_gateway  # noqa: E402
-from triton_models.launcher import TritonServer  # noqa: E402
+from lmforge_client.client import AsyncLmforgeClient  # noqa: E402
+
+from gateway.processes import gateway_config, start_gateway  # noqa: E402
+from triton_host.launcher import TritonServer  # noqa: E402
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",

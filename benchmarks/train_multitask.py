@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import Any
 
-from training_common import RESULTS, markdown_table, run_config, write_results
+from benchmarks.training_common import RESULTS, markdown_table, run_config, write_results
 
 METRICS = {
     "sst2": ["accuracy", "macro_f1"],

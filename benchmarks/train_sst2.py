@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from training_common import best_or_final, markdown_table, run_config, write_results
+from benchmarks.training_common import best_or_final, markdown_table, run_config, write_results
 
 
 def main() -> int:

@@ -23,12 +23,12 @@ from pathlib import Path
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from gateway.client import LmforgeClient  # noqa: E402
-from lmforge.processes import gateway_config, start_gateway  # noqa: E402
+from lmforge_client.client import LmforgeClient  # noqa: E402
+
+from gateway.processes import gateway_config, start_gateway  # noqa: E402
 from trainer.datasets import read_column  # noqa: E402
-from triton_models.launcher import TritonServer  # noqa: E402
+from triton_host.launcher import TritonServer  # noqa: E402
 
 
 def read_rows(path: Path, text_column: str, label_column: str) -> list[tuple[str, str]]:

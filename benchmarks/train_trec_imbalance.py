@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from training_common import markdown_table, run_config, write_results
+from benchmarks.training_common import markdown_table, run_config, write_results
 
 CONFIG = {
     "plain": "trec_plain",

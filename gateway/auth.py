@@ -35,6 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 import grpc
+from lmforge_client.metadata import AUTHORIZATION
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.config import GatewayConfig
@@ -50,7 +51,6 @@ from gateway.security_config import ApiKeyConfig
 
 logger = logging.getLogger(__name__)
 
-AUTHORIZATION = "authorization"
 _SCHEME = "bearer"
 INFERENCE_SERVICE = "lmforge.v1.InferenceService"
 HEALTH_SERVICE = "grpc.health.v1.Health"

@@ -1,7 +1,7 @@
 """The seam between request handling and an inference engine.
 
 Handlers depend on :class:`Backend` only; the Triton adapter implements it and unit tests
-use :class:`gateway.fake_backend.FakeBackend`. Inputs arrive as :class:`TextRows` (the engine
+use :class:`tests.fake_backend.FakeBackend`. Inputs arrive as :class:`TextRows` (the engine
 tokenizes) or :class:`TokenRows` (the gateway tokenized with the model's own tokenizer, see
 :meth:`Backend.tokenizer`); results are plain dataclasses holding numpy arrays, one row per
 input, in order.

@@ -32,7 +32,7 @@ from gateway.errors import (
     InvalidInput,
     Overloaded,
 )
-from lmforge.strict import StrictModel
+from lmforge_core.strict import StrictModel
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import auth_cli, client_cli, server
+from lmforge_client import cli as client_cli
+
+from gateway import auth_cli, server
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 

@@ -36,7 +36,7 @@ from pydantic import Field, model_validator
 from gateway.batching import BatchingConfig
 from gateway.routing_config import DEFAULT_ENDPOINT, NAME_PATTERN, RouteConfig, Task
 from gateway.security_config import AuthConfig, ClientTlsConfig, ServerTlsConfig
-from lmforge.strict import StrictModel, load_yaml_mapping, validate
+from lmforge_core.strict import StrictModel, load_yaml_mapping, validate
 
 __all__ = [
     "DEFAULT_ENDPOINT",

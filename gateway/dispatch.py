@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from lmforge_client.status import FieldViolation
 from tokenizers import Encoding
 
 from gateway.backend import (
@@ -34,13 +35,7 @@ from gateway.backend import (
 )
 from gateway.batching import Batched, Batcher, BatchingConfig, BatchStats, ItemError
 from gateway.config import GatewayConfig
-from gateway.errors import (
-    BackendError,
-    BackendUnavailable,
-    DeadlineExceeded,
-    FieldViolation,
-    InvalidInput,
-)
+from gateway.errors import BackendError, BackendUnavailable, DeadlineExceeded, InvalidInput
 from gateway.routing import Deployment
 from gateway.routing_config import Task
 from triton_models.runtime.contract import INPUT_TOO_LONG

@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import ClassVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from lmforge_client.status import FieldViolation
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One problem with one request field, e.g. ``FieldViolation("inputs[3]", "is empty")``."""
-
-    field: str
-    description: str
 
 
 class GatewayError(Exception):
@@ -144,26 +136,3 @@ def to_status_proto(exc: BaseException) -> status_pb2.Status:
 def to_grpc_status(exc: BaseException) -> grpc.Status:
     """The ``grpc.Status`` to abort an RPC with, for ``exc``."""
     return rpc_status.to_status(to_status_proto(exc))
-
-
-def field_violations(status: status_pb2.Status) -> list[FieldViolation]:
-    """The ``BadRequest`` field violations inside a decoded ``google.rpc.Status``."""
-    found: list[FieldViolation] = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found.extend(
-                FieldViolation(v.field, v.description) for v in bad_request.field_violations
-            )
-    return found
-
-
-def retry_delay(status: status_pb2.Status) -> float | None:
-    """The ``RetryInfo`` delay (seconds) inside a decoded ``google.rpc.Status``, if any."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToNanoseconds()) / 1e9
-    return None

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import duration_pb2
+from lmforge_client._proto.lmforge.v1 import common_pb2, generate_pb2
 
-from gateway._proto.lmforge.v1 import common_pb2, generate_pb2
 from gateway.backend import GenerateChunk, GenerationParams
 from gateway.errors import (
     BackendError,

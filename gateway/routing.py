@@ -31,18 +31,16 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from lmforge_client.metadata import PIN_METADATA_KEY
+from lmforge_client.status import FieldViolation
 
 from gateway.breaker import BreakerState, CircuitBreaker
 from gateway.config import ConfigError, GatewayConfig
-from gateway.errors import FieldViolation, InvalidInput, ModelNotFound
+from gateway.errors import InvalidInput, ModelNotFound
 from gateway.routing_config import BreakerConfig, RouteConfig
 
 logger = logging.getLogger(__name__)
 
-#: request metadata key naming the deployment that must answer
-PIN_METADATA_KEY = "x-lmforge-deployment"
-#: request metadata key that keeps a caller on one arm of a weighted split
-ROUTING_KEY_METADATA_KEY = "x-lmforge-routing-key"
 
 Reason = Literal["pinned", "split", "length", "cascade", "default"]
 X = TypeVar("X")

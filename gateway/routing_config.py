@@ -30,7 +30,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from gateway.batching import BatchingConfig
-from lmforge.strict import StrictModel
+from lmforge_core.strict import StrictModel
 
 Task = Literal["embed", "classify", "generate"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"

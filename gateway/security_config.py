@@ -35,7 +35,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gateway.routing_config import NAME_PATTERN
-from lmforge.strict import StrictModel
+from lmforge_core.strict import StrictModel
 
 Rpc = Literal["Classify", "Embed", "Generate", "GenerateStream", "ListModels"]
 ALL_RPCS: tuple[Rpc, ...] = ("Classify", "Embed", "Generate", "GenerateStream", "ListModels")

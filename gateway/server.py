@@ -26,8 +26,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from lmforge_client._proto.lmforge.v1 import inference_service_pb2, inference_service_pb2_grpc
 
-from gateway._proto.lmforge.v1 import inference_service_pb2, inference_service_pb2_grpc
 from gateway.auth import AccessInterceptor, AccessPolicy
 from gateway.backend import Backend
 from gateway.batching import BatchStats

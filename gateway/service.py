@@ -18,8 +18,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
-
-from gateway._proto.lmforge.v1 import (
+from lmforge_client._proto.lmforge.v1 import (
     classify_pb2,
     common_pb2,
     embed_pb2,
@@ -27,6 +26,8 @@ from gateway._proto.lmforge.v1 import (
     inference_service_pb2_grpc,
     models_pb2,
 )
+from lmforge_client.metadata import PIN_METADATA_KEY, ROUTING_KEY_METADATA_KEY
+
 from gateway.backend import ModelMetadata
 from gateway.config import LimitsConfig
 from gateway.dispatch import Answer
@@ -49,7 +50,7 @@ from gateway.generation import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.postprocess import rank_labels, shape_embeddings
-from gateway.routing import PIN_METADATA_KEY, ROUTING_KEY_METADATA_KEY, Route, RoutePlan
+from gateway.routing import Route, RoutePlan
 from gateway.validation import (
     check_dimensions,
     check_pairs_for_model,

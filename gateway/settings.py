@@ -4,7 +4,6 @@
 ``LMFORGE_GATEWAY_HOST``    overrides ``server.host``
 ``LMFORGE_GATEWAY_PORT``    overrides ``server.port``
 ``LMFORGE_METRICS_PORT``    overrides ``server.metrics_port``
-``LMFORGE_GATEWAY_TARGET``  default ``--target`` of ``lmforge client``
 
 Precedence: command-line flag, then environment, then the YAML file. An empty variable counts
 as unset.
@@ -18,9 +17,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lmforge.strict import format_validation_error
-
-DEFAULT_TARGET = "127.0.0.1:50051"
+from lmforge_core.strict import format_validation_error
 
 
 class SettingsError(ValueError):
@@ -46,7 +43,6 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, validation_alias=AliasChoices("LMFORGE_METRICS_PORT")
     )
-    target: str | None = _env("LMFORGE_GATEWAY_TARGET")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

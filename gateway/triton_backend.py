@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as tc
+from lmforge_client.status import FieldViolation
 from tritonclient.utils import InferenceServerException
 
 from gateway.backend import (
@@ -44,7 +45,6 @@ from gateway.config import EndpointConfig, TritonConfig
 from gateway.errors import (
     BackendError,
     BackendUnavailable,
-    FieldViolation,
     GatewayError,
     InvalidInput,
     ModelNotFound,

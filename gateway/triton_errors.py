@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from lmforge_client.status import FieldViolation
+
 from gateway.errors import (
     BackendError,
     BackendUnavailable,
     DeadlineExceeded,
-    FieldViolation,
     GatewayError,
     InvalidInput,
     ModelNotFound,

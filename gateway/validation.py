@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from gateway._proto.lmforge.v1 import common_pb2
+from lmforge_client._proto.lmforge.v1 import common_pb2
+from lmforge_client.status import FieldViolation
+
 from gateway.backend import GenerationParams
 from gateway.config import LimitsConfig
-from gateway.errors import FieldViolation, InvalidInput
+from gateway.errors import InvalidInput
 
 KNOWN_TRUNCATIONS = frozenset(common_pb2.Truncation.values())
 

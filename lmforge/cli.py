@@ -11,11 +11,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from benchmarks import cli as bench
+from benchmarks import report
 from gateway.cli import COMMANDS as GATEWAY_COMMANDS
 from gateway.cli import build_parser, run
-from lmforge import bench, pipeline, report, rollout, up
+from lmforge import pipeline, rollout_cli, up
 from trainer import cli as trainer_cli
-from triton_models import launcher
+from triton_host import launcher
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.register,
             report.register,
             pipeline.register,
-            rollout.register,
+            rollout_cli.register,
         ),
     )
     return run(parser, argv)

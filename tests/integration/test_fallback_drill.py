@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.bench_fallback import register_fallback
+from benchmarks.fallback import register_fallback
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from lmforge_client.client import LmforgeClient, LmforgeError
 
 from gateway.cli import build_parser, main
-from gateway.client import LmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
-from gateway.fake_backend import FakeBackend
 from gateway.server import GatewayServer, load_config
 from gateway.settings import Settings
+from tests.fake_backend import FakeBackend
 
 MODELS = [
     {"name": "sentiment", "task": "classify", "triton_model": "sentiment"},

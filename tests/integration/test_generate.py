@@ -19,9 +19,9 @@ from typing import Any
 
 import grpc
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeClient, LmforgeError
 
-from gateway.client import AsyncLmforgeClient, LmforgeClient, LmforgeError
-from lmforge.processes import GatewayProcess, gateway_config, start_gateway
+from gateway.processes import GatewayProcess, gateway_config, start_gateway
 from trainer.datasets import dataset_file, read_column
 
 pytestmark = pytest.mark.integration
@@ -124,7 +124,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def triton(repository: Path) -> Iterator[Any]:
-    from triton_models.launcher import TritonServer
+    from triton_host.launcher import TritonServer
 
     with TritonServer(repository) as server:
         yield server

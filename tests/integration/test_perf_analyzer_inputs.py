@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from triton_models.launcher import TritonServer
-from triton_models.perf import PerfAnalyzer
+from triton_host.launcher import TritonServer
+from triton_host.perf import PerfAnalyzer
 
 pytestmark = pytest.mark.integration
 

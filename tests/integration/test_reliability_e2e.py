@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeClient, LmforgeError
 
+from benchmarks.fuzz import fuzz
 from gateway.auth import hash_key
-from gateway.client import AsyncLmforgeClient, LmforgeClient, LmforgeError
+from gateway.processes import GatewayProcess, gateway_config, start_gateway
 from gateway.tls import channel_credentials
-from lmforge.fuzz import fuzz
-from lmforge.processes import GatewayProcess, gateway_config, start_gateway
 from tests.certificates import Authority
 
 pytestmark = pytest.mark.integration
@@ -43,8 +43,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from triton_models.launcher import TritonServer
-    from triton_models.supervisor import RestartPolicy, TritonSupervisor
+    from triton_host.launcher import TritonServer
+    from triton_host.supervisor import RestartPolicy, TritonSupervisor
 
     folder = tmp_path_factory.mktemp("pki")
     ca = Authority.create(folder, "lmforge")
@@ -123,7 +123,7 @@ def test_fuzzed_requests_against_real_triton_are_never_internal(stack: Stack) ->
 def test_killed_triton_is_answered_unavailable_then_restarted_and_recovered_within_5s(
     stack: Stack,
 ) -> None:
-    from triton_models.launcher import SHM_DIR, group_members
+    from triton_host.launcher import SHM_DIR, group_members
 
     async def scenario() -> tuple[list[tuple[float, float, str]], list[str], float]:
         events: list[tuple[float, float, str]] = []

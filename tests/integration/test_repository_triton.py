@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from trainer.datasets import dataset_file, read_records
 from trainer.repository.demo import DemoBuild, minilm_checkpoint
-from triton_models.launcher import TritonServer, TritonStartError
+from triton_host.launcher import TritonServer, TritonStartError
 from triton_models.runtime import contract
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """``lmforge rollout`` end to end: a real tritonserver in explicit model-control mode on a
 ``minilm``-only repository built from the packaged weights, a real gateway process, and four
-closed-loop Embed clients the whole time (:func:`lmforge.rollout.run_demo`):
+closed-loop Embed clients the whole time (:func:`benchmarks.rollout_demo.run_demo`):
 
 * ``good``: version 2 (the same weights) is loaded next to version 1, warmed, given 1% →
   10% → 50% → 100% of the traffic and promoted; no client request fails and every reply
@@ -28,7 +28,7 @@ DWELL_S = 4.0
 
 @pytest.fixture(scope="module")
 def demo() -> dict[str, Any]:
-    from lmforge.rollout import run_demo
+    from benchmarks.rollout_demo import run_demo
 
     began = time.monotonic()
     results = run_demo(None, dwell_s=DWELL_S, concurrency=4)
@@ -98,7 +98,7 @@ def test_a_shadow_stage_catches_the_broken_version_before_any_client_sees_it(
 def test_the_repository_keeps_the_promoted_version_and_nothing_is_left_running(
     demo: dict[str, Any],
 ) -> None:
-    from triton_models.launcher import group_members
+    from triton_host.launcher import group_members
 
     assert demo["triton_versions"] == {"minilm": [1, 2], "minilm_encoder": [1, 2]}
     assert group_members(demo["settings"]["triton_pid"]) == []

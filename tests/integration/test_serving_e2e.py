@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from lmforge_client.client import LmforgeClient, LmforgeError
 
-from gateway.client import LmforgeClient, LmforgeError
-from lmforge.processes import GatewayProcess, gateway_config, start_gateway
+from gateway.processes import GatewayProcess, gateway_config, start_gateway
 from trainer.datasets import dataset_file, read_column
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def _sst2_dev(limit: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def triton(demo_repository: Path) -> Iterator[object]:
-    from triton_models.launcher import TritonServer
+    from triton_host.launcher import TritonServer
 
     with TritonServer(demo_repository) as server:
         yield server

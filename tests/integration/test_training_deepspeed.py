@@ -408,13 +408,13 @@ def test_regression_pair_export_is_served_with_its_real_scores(
     are the exported model's own in-process predictions, not a softmax over one logit."""
     import numpy as np
     import torch
+    from lmforge_client.client import LmforgeClient
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from gateway.client import LmforgeClient
-    from lmforge.processes import gateway_config, start_gateway
+    from gateway.processes import gateway_config, start_gateway
     from trainer.repository.builder import build_repository
     from trainer.repository.spec import parse_spec
-    from triton_models.launcher import TritonServer
+    from triton_host.launcher import TritonServer
 
     folder = multitask_run / "exports" / "similarity"
     spec = parse_spec(

@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeError
 
 from gateway.backend import ModelTarget
-from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
 from gateway.triton_backend import TritonBackend
-from triton_models.launcher import TritonServer
+from triton_host.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
 

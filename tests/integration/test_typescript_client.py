@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from lmforge_client.client import LmforgeClient
 
-from gateway.client import LmforgeClient
-from lmforge.processes import gateway_config, start_gateway
+from gateway.processes import gateway_config, start_gateway
 from tests.buf import buf_command, require_node
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def smoke_script() -> Path:
 
 @pytest.fixture(scope="module")
 def gateway(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from triton_models.launcher import TritonServer
+    from triton_host.launcher import TritonServer
 
     with TritonServer(demo_repository) as triton:
         config = gateway_config(triton.grpc_url, MODELS)

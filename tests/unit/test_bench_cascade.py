@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmforge.bench_cascade import choose, curve
+from benchmarks.cascade import choose, curve
 
 
 def test_curve_counts_escalations_and_the_labels_of_the_model_that_answers() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lmforge.perf.checks import (
+from benchmarks.perf.checks import (
     PerfConfigError,
     PerfTolerances,
     compare,
@@ -16,10 +16,10 @@ from lmforge.perf.checks import (
     memory_owner,
     regression_report,
 )
-from lmforge.perf.drill import DRILL_MARKER, slowed_copy
-from lmforge.perf.measure import Load, components, model_figures
-from lmforge.perf.procs import CpuWindow, cpu_seconds, rss_mib, stub_model
-from lmforge.perf.report import markdown
+from benchmarks.perf.drill import DRILL_MARKER, slowed_copy
+from benchmarks.perf.measure import Load, components, model_figures
+from benchmarks.perf.procs import CpuWindow, cpu_seconds, rss_mib, stub_model
+from benchmarks.perf.report import markdown
 
 
 def _record(latency: float, throughput: float, rss: float, failed: int = 0) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from lmforge.fallback_report import (
+from benchmarks.fallback_report import (
     Call,
     Ledger,
     Recording,

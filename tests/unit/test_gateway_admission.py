@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from lmforge_client.status import retry_delay
 
 from gateway.admission import QueueState, QueueTimeAdmission
-from gateway.errors import Overloaded, retry_delay, to_status_proto
+from gateway.errors import Overloaded, to_status_proto
 
 
 def state(queued: int, in_flight: int = 1, slots: int = 1) -> QueueState:

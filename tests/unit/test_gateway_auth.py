@@ -14,14 +14,15 @@ import pytest
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from lmforge_client._proto.lmforge.v1 import classify_pb2, inference_service_pb2_grpc
+from lmforge_client.client import AsyncLmforgeClient, LmforgeError
+from lmforge_client.status import retry_delay
 
-from gateway._proto.lmforge.v1 import classify_pb2, inference_service_pb2_grpc
 from gateway.auth import AccessInterceptor, AccessPolicy, TokenBucket, hash_key
-from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import ConfigError, GatewayConfig
-from gateway.errors import Overloaded, PermissionDenied, Unauthenticated, retry_delay
-from gateway.fake_backend import FakeBackend
+from gateway.errors import Overloaded, PermissionDenied, Unauthenticated
 from gateway.server import GatewayServer
+from tests.fake_backend import FakeBackend
 
 MODELS = [
     {"name": "sentiment", "task": "classify", "triton_model": "sentiment"},

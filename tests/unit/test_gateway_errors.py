@@ -5,16 +5,15 @@ import logging
 import grpc
 import pytest
 from google.rpc import code_pb2, status_pb2
+from lmforge_client.status import FieldViolation, field_violations
 
 from gateway.errors import (
     BackendUnavailable,
     DeadlineExceeded,
-    FieldViolation,
     InvalidInput,
     ModelNotFound,
     Overloaded,
     Unimplemented,
-    field_violations,
     to_grpc_status,
     to_status_proto,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.errors import BackendUnavailable
-from gateway.fake_backend import FakeBackend
+from tests.fake_backend import FakeBackend
 from tests.unit.test_gateway_routing_service import config, fake, gateway
 
 ROUTE = {

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from benchmarks.fuzz import FORBIDDEN, HUNG, FuzzCase, bytes_field, request_bytes, text_bytes
 from gateway.auth import hash_key
 from gateway.config import GatewayConfig
-from gateway.fake_backend import FakeBackend
 from gateway.server import GatewayServer
-from lmforge.fuzz import FORBIDDEN, HUNG, FuzzCase, bytes_field, request_bytes, text_bytes
+from tests.fake_backend import FakeBackend
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -167,7 +167,7 @@ def test_fuzzed_requests_are_never_internal_and_never_hang(
 def test_after_fuzzing_the_gateway_still_serves_with_bounded_memory(
     gateway: Running, channel: grpc.Channel
 ) -> None:
-    from gateway._proto.lmforge.v1 import classify_pb2
+    from lmforge_client._proto.lmforge.v1 import classify_pb2
 
     good = FuzzCase(
         "Classify",

@@ -14,15 +14,15 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeError
 
 from gateway.backend import Backend, GenerationParams, ModelMetadata
-from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
 from gateway.errors import BackendUnavailable, InvalidInput, Overloaded
-from gateway.fake_backend import FakeBackend, fake_completion
 from gateway.server import GatewayServer
 from gateway.triton_errors import translate_generation
 from gateway.triton_generate import parse_response
+from tests.fake_backend import FakeBackend, fake_completion
 from triton_models.runtime import contract
 
 TINY = ModelMetadata(task="generate", max_length=16, max_new_tokens=64, chat_template=True)

@@ -20,8 +20,8 @@ FORBIDDEN_PACKAGES = ("torch", "transformers", "deepspeed", "onnxruntime", "onnx
 # project modules outside the gateway it must never import
 FORBIDDEN_MODULES = (
     "trainer",
-    "triton_models.launcher",
-    "triton_models.bundled",
+    "triton_host.launcher",
+    "triton_host.bundled",
     "lmforge.cli",
     "lmforge.up",
 )
@@ -47,7 +47,7 @@ def gateway_modules() -> list[str]:
         m.name
         for m in pkgutil.walk_packages(gateway.__path__, prefix="gateway.")
         if not m.name.endswith("__main__")
-        and (not m.name.startswith("gateway._proto") or m.name.endswith("_pb2"))
+        and (not m.name.startswith("lmforge_client._proto") or m.name.endswith("_pb2"))
     )
 
 

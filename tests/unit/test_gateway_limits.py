@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeError
 
-from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
-from gateway.fake_backend import FakeBackend
 from gateway.server import GatewayServer
+from tests.fake_backend import FakeBackend
 
 MODELS = [{"name": "sentiment", "task": "classify", "triton_model": "sentiment"}]
 

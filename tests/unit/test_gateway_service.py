@@ -15,13 +15,14 @@ from typing import Any
 import grpc
 import pytest
 from grpc_status import rpc_status
+from lmforge_client._proto.lmforge.v1 import classify_pb2, inference_service_pb2_grpc
+from lmforge_client.client import AsyncLmforgeClient, LmforgeError
+from lmforge_client.status import FieldViolation, field_violations
 
-from gateway._proto.lmforge.v1 import classify_pb2, inference_service_pb2_grpc
-from gateway.client import AsyncLmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
-from gateway.errors import BackendUnavailable, FieldViolation, field_violations
-from gateway.fake_backend import FakeBackend
+from gateway.errors import BackendUnavailable
 from gateway.server import GatewayServer
+from tests.fake_backend import FakeBackend
 
 CONFIG = {
     "server": {"port": 0, "metrics_port": None, "grace_period_s": 1.0},

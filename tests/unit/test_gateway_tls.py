@@ -11,13 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
+from lmforge_client.client import AsyncLmforgeClient, LmforgeClient, LmforgeError
 
-from gateway.client import AsyncLmforgeClient, LmforgeClient, LmforgeError
 from gateway.config import GatewayConfig
-from gateway.fake_backend import FakeBackend
 from gateway.server import GatewayServer
 from gateway.tls import CertificateReloader, TlsError, channel_credentials
 from tests.certificates import Authority, Issued
+from tests.fake_backend import FakeBackend
 
 pytest.importorskip("cryptography")
 

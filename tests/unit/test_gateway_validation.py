@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lmforge_client.status import FieldViolation
 
 from gateway.config import LimitsConfig
-from gateway.errors import FieldViolation, InvalidInput
+from gateway.errors import InvalidInput
 from gateway.postprocess import rank_labels, shape_embeddings
 from gateway.validation import (
     check_dimensions,

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from triton_models.bundled import (
+from triton_host.bundled import (
     STUB_NAME,
     Interpreter,
     TritonDistribution,
     prepare_backend_directory,
     server_environment,
 )
-from triton_models.launcher import TritonServer, TritonStartError, free_ports
+from triton_host.launcher import TritonServer, TritonStartError, free_ports
 
 
 def test_free_ports_are_distinct() -> None:

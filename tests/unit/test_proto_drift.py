@@ -1,11 +1,11 @@
-"""The committed stubs in gateway/_proto must be exactly what protos/ generates."""
+"""The committed stubs in clients/python/lmforge_client/_proto must be exactly what protos/ generates."""
 
 from __future__ import annotations
 
 import filecmp
 from pathlib import Path
 
-from gateway import protogen
+from lmforge_client import protogen
 
 
 def test_generated_stubs_match_protos(tmp_path: Path) -> None:
@@ -18,24 +18,24 @@ def test_generated_stubs_match_protos(tmp_path: Path) -> None:
         for p in committed.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
-    assert existing == fresh, "files differ: run `python -m gateway.protogen`"
+    assert existing == fresh, "files differ: run `python -m lmforge_client.protogen`"
     stale = [
         str(rel)
         for rel in sorted(fresh)
         if not filecmp.cmp(tmp_path / rel, committed / rel, shallow=False)
     ]
-    assert not stale, f"stubs out of date, run `python -m gateway.protogen`: {stale}"
+    assert not stale, f"stubs out of date, run `python -m lmforge_client.protogen`: {stale}"
 
 
 def test_generated_imports_live_under_gateway_proto() -> None:
     text = (protogen.DEFAULT_OUT / "lmforge/v1/classify_pb2.py").read_text()
-    assert "from gateway._proto.lmforge.v1 import common_pb2" in text
+    assert "from lmforge_client._proto.lmforge.v1 import common_pb2" in text
     assert "from lmforge.v1" not in text
 
 
 def test_rewrite_imports_handles_plain_and_qualified_forms() -> None:
     source = "from lmforge.v1 import a_pb2 as x\nimport lmforge.v1.b_pb2\ny = lmforge.v1.b_pb2.M\n"
     out = protogen.rewrite_imports(source)
-    assert "from gateway._proto.lmforge.v1 import a_pb2" in out
-    assert "import gateway._proto.lmforge.v1.b_pb2" in out
-    assert "y = gateway._proto.lmforge.v1.b_pb2.M" in out
+    assert "from lmforge_client._proto.lmforge.v1 import a_pb2" in out
+    assert "import lmforge_client._proto.lmforge.v1.b_pb2" in out
+    assert "y = lmforge_client._proto.lmforge.v1.b_pb2.M" in out

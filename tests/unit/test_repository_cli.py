@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from trainer.repository import commands
-from triton_models import launcher
+from triton_host import launcher
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_registering_commands_imports_neither_torch_nor_gateway() -> None:
     code = (
-        "import sys, trainer.repository.commands, triton_models.launcher; "
+        "import sys, trainer.repository.commands, triton_host.launcher; "
         "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'gateway') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from benchmarks.rollout_demo import broken_version
+from benchmarks.rollout_demo_report import client_shares
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
-from lmforge.rollout.checks import (
+from rollout.checks import (
     CheckResult,
     Verdict,
     check_errors,
@@ -23,12 +25,10 @@ from lmforge.rollout.checks import (
     failure_reason,
     histogram_quantile,
 )
-from lmforge.rollout.counters import counter_delta, latency_buckets, read_counters, traffic
-from lmforge.rollout.demo import broken_version
-from lmforge.rollout.demo_report import client_shares
-from lmforge.rollout.errors import RolloutError
-from lmforge.rollout.plan import DEFAULT_STAGES, Checks, Stage, load_plan, stage_order_problem
-from lmforge.rollout.routes import (
+from rollout.counters import counter_delta, latency_buckets, read_counters, traffic
+from rollout.errors import RolloutError
+from rollout.plan import DEFAULT_STAGES, Checks, Stage, load_plan, stage_order_problem
+from rollout.routes import (
     deployment_entry,
     expected_view,
     idle_route,
@@ -118,10 +118,11 @@ def test_the_example_plan_loads_and_names_a_route_of_the_example_gateway() -> No
     assert route.cascade is None and route.shadow is None
 
 
-def test_the_demo_writes_its_results_into_the_checkouts_benchmarks_folder() -> None:
-    from lmforge.rollout.cli import RESULTS_DIR
+def test_results_default_to_a_folder_under_the_current_directory_not_the_package() -> None:
+    import benchmarks
 
-    assert RESULTS_DIR == ROOT / "benchmarks" / "results"
+    assert not benchmarks.RESULTS.is_absolute()
+    assert benchmarks.RESULTS.resolve(strict=False) == Path.cwd() / "benchmarks" / "results"
 
 
 def test_stage_order_problem_is_none_for_a_rollout() -> None:
@@ -310,7 +311,7 @@ def test_the_broken_demo_version_keeps_the_model_and_appends_the_failure(tmp_pat
 
 
 def test_demo_markdown_summarizes_each_scenario_with_its_rollback() -> None:
-    from lmforge.rollout.demo_report import demo_markdown
+    from benchmarks.rollout_demo_report import demo_markdown
 
     stage = {
         "label": "canary 1%",
@@ -347,8 +348,8 @@ def test_demo_markdown_summarizes_each_scenario_with_its_rollback() -> None:
 
 
 def test_a_failed_stage_window_lasts_until_its_traffic_was_back_on_the_old_version() -> None:
-    from lmforge.rollout.demo_report import windows
-    from lmforge.rollout.report import RolloutReport, StageReport
+    from benchmarks.rollout_demo_report import windows
+    from rollout.report import RolloutReport, StageReport
 
     report = RolloutReport("minilm", ["minilm"], {}, {})
     baseline = StageReport("baseline 0%", 0.0, None, 3.0, window=(10.0, 13.0), verdict="pass")

@@ -18,16 +18,16 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from lmforge.rollout.cli import rollback_from_state
-from lmforge.rollout.counters import Counters
-from lmforge.rollout.engine import Rollout
-from lmforge.rollout.errors import RolloutError
-from lmforge.rollout.gateway_file import GatewayConfigFile
-from lmforge.rollout.gateway_view import ProbeResult
-from lmforge.rollout.plan import RolloutPlan
-from lmforge.rollout.routes import RouteView, deployment_entry, expected_view, idle_route
-from lmforge.rollout.state import RolloutState
-from lmforge.rollout.triton_versions import version_dirs
+from lmforge.rollout_cli import rollback_from_state
+from rollout.counters import Counters
+from rollout.engine import Rollout
+from rollout.errors import RolloutError
+from rollout.gateway_file import GatewayConfigFile
+from rollout.gateway_view import ProbeResult
+from rollout.plan import RolloutPlan
+from rollout.routes import RouteView, deployment_entry, expected_view, idle_route
+from rollout.state import RolloutState
+from rollout.triton_versions import version_dirs
 from trainer.repository.perf_inputs import PERF_INPUT_FILE
 
 OLD = deployment_entry("minilm", "minilm", 1, "default")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from triton_models.launcher import group_members, kill_group, remove_shm_regions
-from triton_models.supervisor import RestartPolicy, TritonSupervisor
+from triton_host.launcher import group_members, kill_group, remove_shm_regions
+from triton_host.supervisor import RestartPolicy, TritonSupervisor
 
 
 class FakeServer:

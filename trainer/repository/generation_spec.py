@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from lmforge.strict import StrictModel
+from lmforge_core.strict import StrictModel
 
 DEFAULT_CHECK_PROMPTS: tuple[str, ...] = (
     "The capital of France is",

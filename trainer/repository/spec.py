@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lmforge.strict import StrictModel, load_yaml_mapping, validate
+from lmforge_core.strict import StrictModel, load_yaml_mapping, validate
 from trainer.errors import SpecError
 from trainer.repository.generation_spec import GenerationSpec
 

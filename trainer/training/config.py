@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from lmforge.strict import StrictModel, load_yaml_mapping, validate
+from lmforge_core.strict import StrictModel, load_yaml_mapping, validate
 from trainer.errors import ConfigError
 
 TaskType = Literal[
