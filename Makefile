@@ -46,9 +46,10 @@ test: lint perf-env ## lint (ruff, mypy, buf) and run the test suite (no GPU nee
 test-all: install ## the whole suite including slow tests
 	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-lint: install ## ruff, mypy (strict on gateway/, triton_models/), buf lint + breaking
+lint: install ## ruff, import-linter (layers), mypy, buf lint + breaking
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy lmforge_core clients/python/lmforge_client gateway triton_models triton_host trainer rollout benchmarks lmforge
 	$(BUF) lint
 	$(BUF) breaking --against $(CONTRACT_BASELINE)

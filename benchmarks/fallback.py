@@ -47,7 +47,7 @@ from lmforge_client.loadgen import closed_loop
 from benchmarks import RESULTS
 from benchmarks.fallback_report import Ledger, Recording, Scrape, markdown, parse_metrics, report
 from gateway.processes import GatewayProcess, gateway_config, start_gateway
-from lmforge.up import build_demo_repository
+from trainer.repository.demo_serving import build_demo_repository
 from triton_host.launcher import SHM_DIR, TritonServer, group_members, kill_group
 
 logger = logging.getLogger(__name__)

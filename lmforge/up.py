@@ -31,15 +31,10 @@ from lmforge_client.client import AsyncLmforgeClient
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer, serve
 from gateway.settings import Settings
+from trainer.repository.demo_serving import DEMO_MODELS, build_demo_repository
 from trainer.settings import settings as settings_of_trainer
 
 logger = logging.getLogger(__name__)
-
-DEMO_MODELS = (
-    {"name": "minilm", "task": "embed", "triton_model": "minilm"},
-    {"name": "sentiment", "task": "classify", "triton_model": "sentiment"},
-    {"name": "smollm2", "task": "generate", "triton_model": "smollm2"},
-)
 
 
 def demo_config(
@@ -55,13 +50,6 @@ def demo_config(
         },
         source="lmforge up",
     )
-
-
-def build_demo_repository(out: Path) -> None:
-    """Run ``lmforge repo demo --out OUT`` in a child process (it imports torch)."""
-    command = [sys.executable, "-m", "lmforge", "repo", "demo", "--out", str(out)]
-    logger.info("building the demo model repository: %s", " ".join(command))
-    subprocess.run(command, check=True)
 
 
 def _cli_path() -> str:

@@ -45,7 +45,7 @@ EXIT_USAGE = 2
 
 
 def _repository(args: argparse.Namespace) -> Path:
-    from lmforge.up import build_demo_repository
+    from trainer.repository.demo_serving import build_demo_repository
     from trainer.settings import settings
 
     path = (

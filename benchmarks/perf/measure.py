@@ -141,7 +141,7 @@ def measure(
 ) -> dict[str, Any]:
     """Serve ``repository`` (Triton + gateway) and measure every model of ``models``."""
     from gateway.processes import gateway_config, start_gateway
-    from lmforge.up import DEMO_MODELS
+    from trainer.repository.demo_serving import DEMO_MODELS
     from triton_host.launcher import TritonServer
 
     specs = model_specs(repository)

@@ -4,7 +4,7 @@ gateway container installs) carry none of them either."""
 
 from __future__ import annotations
 
-import ast
+import os
 import pkgutil
 import subprocess
 import sys
@@ -70,19 +70,58 @@ def test_importing_every_gateway_module_loads_nothing_forbidden() -> None:
     assert loaded == [], f"the gateway loaded {loaded}"
 
 
-def test_no_gateway_source_file_imports_anything_forbidden_even_lazily() -> None:
-    offenders = []
-    for path in sorted((ROOT / "gateway").rglob("*.py")):
-        if "_proto" in path.parts:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if _forbidden(n)]
-    assert offenders == []
+def _lint_imports(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_import_contracts_in_pyproject_hold() -> None:
+    """Layers and forbidden imports (import-linter reads lazy imports too)."""
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_the_import_contracts_catch_an_arrow_that_runs_back_up(tmp_path: Path) -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    section = config["tool"]["importlinter"]
+    roots = section["root_packages"]
+    named = [m for c in section["contracts"] for m in c.get("forbidden_modules", [])]
+    for module in [*roots, *(m for m in named if m.split(".")[0] in roots)]:
+        parts = module.split(".")
+        for depth in range(1, len(parts) + 1):  # every package on the way, then the module
+            package = tmp_path.joinpath(*parts[:depth])
+            if depth < len(parts) or len(parts) == 1:
+                package.mkdir(exist_ok=True)
+                (package / "__init__.py").touch()
+            else:
+                package.with_suffix(".py").touch()
+    # planted: the gateway imports the trainer, the client imports the gateway
+    (tmp_path / "gateway" / "planted.py").write_text("import trainer\n")
+    (tmp_path / "lmforge_client" / "planted.py").write_text("from gateway import planted\n")
+    lines = ["[tool.importlinter]", f"root_packages = {section['root_packages']!r}"]
+    lines.append("include_external_packages = true")
+    for contract in section["contracts"]:
+        lines.append("[[tool.importlinter.contracts]]")
+        lines += [
+            f"{key} = {value!r}".replace("True", "true").replace("False", "false")
+            for key, value in contract.items()
+        ]
+    (tmp_path / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    result = _lint_imports(tmp_path, pythonpath=tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "gateway.planted -> trainer" in result.stdout
+    assert "lmforge_client.planted -> gateway.planted" in result.stdout
 
 
 def test_base_dependencies_are_the_gateways_only() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from trainer.errors import ExportParityError, SpecError
 from trainer.repository import pbtxt
-from trainer.repository.builder import VERSION, ModelReport, copy_python_model, write_config
+from trainer.repository.layout import VERSION, ModelReport, copy_python_model, write_config
 from trainer.repository.parity import ParityReport
 from trainer.repository.spec import ModelSpec
 from triton_models.runtime import contract
