@@ -11,12 +11,14 @@ RUN python -m venv /opt/lmforge
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 # Only the serving side: the leaf core, the gateway, the wire contract and tokenizer helper it
-# shares with the models (triton_models), and the client distribution whose generated stubs
-# the gateway serves. setuptools' package discovery installs the packages that are present, so
-# trainer/, benchmarks/, rollout/, triton_host/ and the lmforge/ composition root stay out.
+# shares with the models (triton_models/runtime, not the models themselves) and the client
+# distribution whose generated stubs the gateway serves. setuptools' package discovery installs
+# the packages that are present, so trainer/, benchmarks/, rollout/, triton_host/ and the
+# lmforge/ composition root stay out (tests/integration/test_gateway_image.py checks it).
 COPY lmforge_core ./lmforge_core
 COPY gateway ./gateway
-COPY triton_models ./triton_models
+COPY triton_models/__init__.py ./triton_models/__init__.py
+COPY triton_models/runtime ./triton_models/runtime
 COPY clients/python ./clients/python
 # No extras: [triton] and [train] belong to other images.
 RUN /opt/lmforge/bin/pip install -c constraints.txt ./clients/python \
