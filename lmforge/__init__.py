@@ -1,1 +1,2 @@
-"""lmforge: the composition root (console script, ``lmforge up``) and the shared config base."""
+"""lmforge: the composition root: the ``lmforge`` console script, ``lmforge up``, the pipeline and
+the rollout command, wiring the packages below into programs (nothing imports this package)."""
