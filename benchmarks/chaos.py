@@ -48,9 +48,11 @@ from lmforge_client.types import LmforgeError
 
 from benchmarks import RESULTS
 from benchmarks.fuzz import fuzz
+from benchmarks.perf.procs import rss_mib
 from gateway.admission import max_queued_for
 from gateway.auth import hash_key
 from gateway.processes import GatewayProcess, gateway_config, start_gateway
+from lmforge_core.stats import percentile, rounded
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +87,6 @@ class Tracker:
 
     def codes(self) -> dict[str, int]:
         return dict(Counter(code for _, _, code in self.events))
-
-
-def _vm_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _reconfigure(gateway: GatewayProcess, change: Callable[[dict[str, Any]], None]) -> None:
@@ -137,7 +132,7 @@ async def _load_phases(
             overload_tracker.wrap(call), rate * 10, args.seconds, grace=TIMEOUT_S
         )
     rejected = [e for e in overload_tracker.events if e[2] == "RESOURCE_EXHAUSTED"]
-    rejected_ms = sorted((end - began) * 1000 for began, end, _ in rejected)
+    rejected_ms = [(end - began) * 1000 for began, end, _ in rejected]
     sent = overload.ok + sum(overload.failed.values())
     return {
         "capacity": {**_summary(capacity), "requests_per_s": round(rate, 2)},
@@ -150,9 +145,7 @@ async def _load_phases(
             "unloaded_p99_ms": round(baseline.percentile(99), 2),
             "p99_ratio": round(overload.percentile(99) / baseline.percentile(99), 2),
             "rejected_share": round(len(rejected) / sent, 3) if sent else 0.0,
-            "rejected_p99_ms": round(rejected_ms[int(0.99 * (len(rejected_ms) - 1))], 2)
-            if rejected_ms
-            else None,
+            "rejected_p99_ms": rounded(percentile(rejected_ms, 99)),
         },
     }
 
@@ -322,7 +315,7 @@ def _run(args: argparse.Namespace) -> int:
                     _chaos_phase(gateway, triton, restarted, batches, rate)
                 )
                 report["rotation"] = asyncio.run(_rotation_phase(gateway, batches))
-                before = _vm_rss_mib(gateway.process.pid)
+                before = rss_mib(gateway.process.pid)
                 result = asyncio.run(
                     fuzz(gateway.target, args.fuzz, [MODEL], seed=args.seed, api_key=KEYS["steady"])
                 )
@@ -334,7 +327,7 @@ def _run(args: argparse.Namespace) -> int:
                     "seconds": round(result.seconds, 1),
                     "failures": result.failures[:20],
                     "rss_before_mib": round(before, 1),
-                    "rss_after_mib": round(_vm_rss_mib(gateway.process.pid), 1),
+                    "rss_after_mib": round(rss_mib(gateway.process.pid), 1),
                     "gateway_alive": gateway.process.poll() is None,
                 }
     report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}

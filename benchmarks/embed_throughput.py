@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 from lmforge_client.client import AsyncLmforgeClient  # noqa: E402
 
 from gateway.processes import gateway_config, start_gateway  # noqa: E402
+from lmforge_core.stats import percentile  # noqa: E402
 from trainer.datasets import dataset_file, read_column  # noqa: E402
 from triton_host.launcher import TritonServer  # noqa: E402
 
@@ -45,7 +45,7 @@ def sst2_sentences(limit: int) -> list[str]:
 
 async def gateway_load(
     target: str, sentences: list[str], concurrency: int, warmup: float, duration: float
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     latencies: list[float] = []
     done = 0
     async with AsyncLmforgeClient(target, timeout=60) as client:
@@ -68,11 +68,11 @@ async def gateway_load(
                 i += concurrency
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    latencies.sort()
+    latencies_ms = [1000 * s for s in latencies]
     return {
         "sentences_per_s": done / duration,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "p50_ms": percentile(latencies_ms, 50),
+        "p99_ms": percentile(latencies_ms, 99),
     }
 
 

@@ -22,6 +22,10 @@ from typing import Any
 from lmforge_client.types import LmforgeError
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import metrics
+from lmforge_core import stats
+from lmforge_core.stats import rounded
+
 #: the gateway's ``lmforge_gateway_breaker_state`` values
 BREAKER_STATES = {0.0: "closed", 1.0: "half_open", 2.0: "open"}
 STATEMENT = "killing one Triton under load loses no request that had a live alternative"
@@ -88,16 +92,16 @@ def parse_metrics(text: str, route: str, at: float) -> Scrape:
     ready: float | None = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "lmforge_gateway_backend_ready":
+            if sample.name == metrics.BACKEND_READY:
                 ready = sample.value
             if sample.labels.get("route") != route:
                 continue
             deployment = sample.labels.get("deployment", "")
-            if sample.name == "lmforge_gateway_routed_total":  # summed over reasons
+            if sample.name == f"{metrics.ROUTED}_total":  # summed over reasons
                 routed[deployment] = routed.get(deployment, 0.0) + sample.value
-            elif sample.name == "lmforge_gateway_fallbacks_total":
+            elif sample.name == f"{metrics.FALLBACKS}_total":
                 fallbacks[deployment] = fallbacks.get(deployment, 0.0) + sample.value
-            elif sample.name == "lmforge_gateway_breaker_state":
+            elif sample.name == metrics.BREAKER_STATE:
                 breaker[deployment] = BREAKER_STATES.get(sample.value, str(sample.value))
     return Scrape(at, routed, fallbacks, breaker, ready)
 
@@ -119,12 +123,9 @@ def phases(calls: Sequence[Call], killed_at: float) -> dict[str, list[Call]]:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank ``q``-th percentile (None without values), rounded to 0.01."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
-    return round(ordered[rank - 1], 2)
+    """The nearest-rank ``q``-th percentile (None without values), rounded to 0.01: a latency
+    some call of the drill had."""
+    return rounded(stats.percentile(values, q, method="inverted_cdf"))
 
 
 def window(calls: Sequence[Call], start: float, stop: float) -> dict[str, Any]:

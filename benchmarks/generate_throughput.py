@@ -37,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 from lmforge_client.client import AsyncLmforgeClient  # noqa: E402
 
 from gateway.processes import gateway_config, start_gateway  # noqa: E402
+from lmforge_core.stats import percentile  # noqa: E402
 from triton_host.launcher import TritonServer  # noqa: E402
 
 PROMPTS = [
@@ -51,12 +52,6 @@ PROMPTS = [
 ]
 TARGET_SPEEDUP = 4.0
 TARGET_TTFT_RATIO = 1.2
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def build(checkpoint: Path, out: Path, streams: int, new_tokens: int, threads: int) -> Path:
@@ -172,7 +167,7 @@ async def served(target: str, new_tokens: int, streams: int, rounds: int) -> dic
     return {
         "single": {
             "first_token_p50_s": statistics.median(ttft),
-            "first_token_p90_s": percentile(ttft, 0.9),
+            "first_token_p90_s": percentile(ttft, 90),
             "first_token_s": ttft,
             "tokens_per_s": single_tokens / single_time,
             "tokens": single_tokens,

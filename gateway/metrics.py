@@ -13,6 +13,30 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 logger = logging.getLogger(__name__)
 
+# Metric family names, for readers of ``/metrics`` (rollout, benchmarks). A counter's samples
+# carry ``_total``, a histogram's ``_bucket``/``_sum``/``_count`` after the family name.
+REQUESTS = "lmforge_gateway_requests"
+REQUEST_SECONDS = "lmforge_gateway_request_seconds"
+BACKEND_SECONDS = "lmforge_gateway_backend_seconds"
+FAILURES = "lmforge_gateway_failures"
+INPUTS_PER_REQUEST = "lmforge_gateway_inputs_per_request"
+IN_FLIGHT_REQUESTS = "lmforge_gateway_in_flight_requests"
+BACKEND_READY = "lmforge_gateway_backend_ready"
+ROUTED = "lmforge_gateway_routed"
+FALLBACKS = "lmforge_gateway_fallbacks"
+CASCADE_INPUTS = "lmforge_gateway_cascade_inputs"
+SHADOW_REQUESTS = "lmforge_gateway_shadow_requests"
+SHADOW_AGREEMENT = "lmforge_gateway_shadow_agreement"
+BREAKER_STATE = "lmforge_gateway_breaker_state"
+BATCH_SIZE = "lmforge_gateway_batch_size"
+BATCH_PADDING_RATIO = "lmforge_gateway_batch_padding_ratio"
+QUEUE_SECONDS = "lmforge_gateway_queue_seconds"
+QUEUE_DEPTH = "lmforge_gateway_queue_depth"
+GENERATE_FIRST_TOKEN_SECONDS = "lmforge_gateway_generate_first_token_seconds"
+GENERATED_TOKENS = "lmforge_gateway_generated_tokens"
+GENERATE_TOKENS_PER_SECOND = "lmforge_gateway_generate_tokens_per_second"
+GENERATE_ACTIVE_STREAMS = "lmforge_gateway_generate_active_streams"
+
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1,
     0.25, 0.5, 1, 2.5, 5, 10, 30,

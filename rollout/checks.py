@@ -24,15 +24,6 @@ class CheckResult:
     final_only: bool = False
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile by nearest rank (``nan`` for no values)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[rank]
-
-
 def check_errors(failures: float, attempts: float, checks: Checks) -> CheckResult:
     """The new version's error rate. Fails as soon as the failures exceed what the rate allows
     on ``max(attempts, min_requests)`` requests (so with few requests, one failure may be

@@ -16,6 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import metrics
+
 #: gRPC codes of a request the server failed (not the caller's fault, not a cancellation)
 SERVER_ERROR_CODES = frozenset(
     {"INTERNAL", "UNKNOWN", "UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "UNIMPLEMENTED"}
@@ -30,8 +34,6 @@ def read_counters(text: str, route: str) -> Counters:
     ``latency/<le>`` (its RPC latency histogram, cumulative per upper bound),
     ``shadow/<deployment>/<outcome>``, ``agreement_sum/<deployment>``,
     ``agreement_count/<deployment>``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     counters: Counters = {}
 
     def add(key: str, value: float) -> None:
@@ -41,26 +43,26 @@ def read_counters(text: str, route: str) -> Counters:
         for sample in family.samples:
             labels = sample.labels
             name = sample.name
-            if name == "lmforge_gateway_requests_total":
+            if name == f"{metrics.REQUESTS}_total":
                 if labels.get("model") == route and labels.get("code") in SERVER_ERROR_CODES:
                     add("errors", sample.value)
                 continue
-            if name == "lmforge_gateway_request_seconds_bucket":
+            if name == f"{metrics.REQUEST_SECONDS}_bucket":
                 if labels.get("model") == route:
                     add(f"latency/{labels.get('le', '+Inf')}", sample.value)
                 continue
             if labels.get("route") != route:
                 continue
             deployment = labels.get("deployment", "")
-            if name == "lmforge_gateway_routed_total":
+            if name == f"{metrics.ROUTED}_total":
                 add(f"routed/{deployment}/{labels.get('reason', '')}", sample.value)
-            elif name == "lmforge_gateway_fallbacks_total":
+            elif name == f"{metrics.FALLBACKS}_total":
                 add(f"fallbacks/{deployment}", sample.value)
-            elif name == "lmforge_gateway_shadow_requests_total":
+            elif name == f"{metrics.SHADOW_REQUESTS}_total":
                 add(f"shadow/{deployment}/{labels.get('outcome', '')}", sample.value)
-            elif name == "lmforge_gateway_shadow_agreement_sum":
+            elif name == f"{metrics.SHADOW_AGREEMENT}_sum":
                 add(f"agreement_sum/{deployment}", sample.value)
-            elif name == "lmforge_gateway_shadow_agreement_count":
+            elif name == f"{metrics.SHADOW_AGREEMENT}_count":
                 add(f"agreement_count/{deployment}", sample.value)
     return counters
 

@@ -37,6 +37,7 @@ def prepare(
         config = GatewayConfig.from_yaml(plan.gateway.config)
     except ConfigError as exc:
         raise RolloutError(str(exc)) from exc
+    config_file.check_writable()  # a read-only config (a ConfigMap mount): say how, change nothing
     route = config.model(plan.route)
     if route is None:
         raise RolloutError(f"{plan.gateway.config}: no route named {plan.route!r}")

@@ -18,7 +18,7 @@ class StageReport:
     verdict: str = ""
     reason: str = ""
     traffic: dict[str, float | None] = field(default_factory=dict)
-    probes: dict[str, float | int] = field(default_factory=dict)
+    probes: dict[str, float | int | None] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     #: monotonic clock (not serialized): lets an in-process caller bucket its own requests
     window: tuple[float, float] = (0.0, 0.0)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rollout.checks import percentile
+from lmforge_core.stats import percentile, rounded
 from rollout.gateway_view import GatewayPort, warm_texts
 from rollout.plan import RolloutPlan
 from rollout.state import RolloutState
@@ -41,8 +41,8 @@ def warm_up(
         "requests": count,
         "failed": len(failed),
         "codes": codes,
-        "p50_ms": round(percentile(latencies, 50), 2),
-        "p95_ms": round(percentile(latencies, 95), 2),
+        "p50_ms": rounded(percentile(latencies, 50)),
+        "p95_ms": rounded(percentile(latencies, 95)),
         "seconds": round(time.monotonic() - began, 3),
     }
     if len(failed) > warmup.max_failures:

@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from lmforge_core.stats import percentile, rounded
 from rollout.checks import (
     CheckResult,
     Verdict,
     decide,
     failure_reason,
     histogram_quantile,
-    percentile,
     stage_checks,
 )
 from rollout.counters import Counters, counter_delta, latency_buckets, traffic
@@ -117,8 +117,8 @@ def record(report: StageReport, seen: Watch, t0: float, old: str, new: str) -> N
         "new": len(latencies[new]),
         "old_failed": wrong[old],
         "new_failed": wrong[new],
-        "old_p95_ms": round(percentile(latencies[old], 95), 2),
-        "new_p95_ms": round(percentile(latencies[new], 95), 2),
+        "old_p95_ms": rounded(percentile(latencies[old], 95)),
+        "new_p95_ms": rounded(percentile(latencies[new], 95)),
     }
     report.checks = [asdict(r) for r in seen.results]
     if seen.verdict == "fail":

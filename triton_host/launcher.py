@@ -36,6 +36,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
 
+import psutil
+
 from lmforge_core.net import LOCALHOST, free_ports
 from triton_host.bundled import (
     Interpreter,
@@ -79,19 +81,16 @@ def _die_with_parent() -> None:
 
 
 def group_members(pgid: int) -> list[int]:
-    """The live processes whose process group is ``pgid`` (from ``/proc``)."""
+    """The live (not zombie) processes whose process group is ``pgid``."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for process in psutil.process_iter(["status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            if os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
+        except OSError:  # gone meanwhile
             continue
-        # fields after the command name (which may hold spaces): state ppid pgrp ...
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
     return members
 
 

@@ -1,4 +1,4 @@
-"""CPU time and resident memory of the served processes, read from ``/proc`` (Linux).
+"""CPU time and resident memory of the served processes (``psutil``).
 
 Triton runs each python-backend model instance in its own stub process; the launcher starts
 ``tritonserver`` in its own session, so the stubs are the members of its process group whose
@@ -8,29 +8,29 @@ command line names the stub binary and the model's ``model.py``.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 from triton_host.bundled import STUB_NAME
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (``/proc/<pid>/stat`` fields 14 and 15)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU seconds of ``pid`` itself (its children not included)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def rss_mib(pid: int) -> float:
-    """``VmRSS`` of ``pid`` in MiB (NaN when the kernel does not report it)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
+    """Resident memory of ``pid`` in MiB (NaN when it is gone or may not be read)."""
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / MIB
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return math.nan
 
 
 def stub_model(cmdline: Sequence[str]) -> str | None:
@@ -52,26 +52,19 @@ def find_stubs(triton_pid: int) -> dict[str, int]:
     stubs = {}
     for pid in group_members(triton_pid):
         try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+            cmdline = psutil.Process(pid).cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        model = stub_model([a.decode(errors="replace") for a in raw.split(b"\0") if a])
+        model = stub_model(cmdline)
         if model is not None:
             stubs[model] = pid
     return stubs
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs since boot (``/proc/stat``'s ``cpu`` line;
-    idle and iowait are not busy; guest time is already inside user time)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
-    return total - fields[3] - fields[4], total
-
-
 class CpuWindow:
     """CPU use between :meth:`start` and :meth:`stop`: each named process in % of one core,
-    and ``machine``: all processes on the machine in % of all its cores (what else ran)."""
+    and ``machine``: all processes on the machine in % of all its cores (what else ran;
+    ``psutil.cpu_percent`` since the last call, so one window at a time)."""
 
     MACHINE = "machine"
 
@@ -79,22 +72,19 @@ class CpuWindow:
         self.pids = dict(pids)
         self._wall = 0.0
         self._cpu: dict[str, float] = {}
-        self._ticks = (0, 0)
 
     def start(self) -> None:
         self._wall = time.monotonic()
-        self._ticks = machine_ticks()
+        psutil.cpu_percent(interval=None)  # starts psutil's machine-wide window
         self._cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         if not self._cpu:
             raise RuntimeError("CpuWindow.stop() before start()")
         wall = time.monotonic() - self._wall
-        busy, total = machine_ticks()
         used = {
             name: round(100 * (cpu_seconds(pid) - self._cpu[name]) / wall, 1)
             for name, pid in self.pids.items()
         }
-        elapsed = total - self._ticks[1]
-        used[self.MACHINE] = round(100 * (busy - self._ticks[0]) / elapsed, 1) if elapsed else 0.0
+        used[self.MACHINE] = round(psutil.cpu_percent(interval=None), 1)
         return used

@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks.perf.checks import RATIO_METRICS, Check
 from benchmarks.perf.procs import CpuWindow
 
@@ -48,15 +50,10 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu_model = line.partition(":")[2].strip()
                 break
-    memory_gib = 0.0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gib = round(int(line.split()[1]) / 1024**2, 1)
     return {
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model,
-        "memory_gib": memory_gib,
+        "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],

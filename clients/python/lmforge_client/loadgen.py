@@ -15,7 +15,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,11 +39,8 @@ class LoadResult:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return math.nan
-        ordered = sorted(self.latencies_ms)
-        rank = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-        return ordered[rank]
+        """The ``q``-th latency percentile of the successful calls (``nan`` without any)."""
+        return percentile(self.latencies_ms, q)
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,6 +53,28 @@ class LoadResult:
             requests=self.ok + sum(self.failed.values()),
         )
         return data
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The ``q``-th percentile (``0 <= q <= 100``) of ``values``, ``nan`` without values.
+
+    Exactly ``numpy.percentile``'s default (linear interpolation at fractional rank
+    ``q/100 * (n - 1)``, its lerp step included), the definition ``lmforge_core.stats`` uses
+    for every server-side report; written out because this distribution depends on protobuf
+    and grpcio only (``statistics.quantiles`` knows integer cut points only and rounds
+    differently)."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within [0, 100], got {q}")
+    ordered = sorted(float(v) for v in values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * (q / 100)
+    below = math.floor(rank)
+    if below >= len(ordered) - 1:
+        return ordered[-1]
+    a, b, t = ordered[below], ordered[below + 1], rank - below
+    # numpy's _lerp: from the nearer end, so that t == 1 gives b exactly
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def _failure(exc: BaseException) -> str:
