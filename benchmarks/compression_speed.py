@@ -1,7 +1,7 @@
 """Teacher PyTorch FP32 vs the compressed student, measured side by side in one run.
 
-    python benchmarks/compression_speed.py                    # the latest pipeline_sst2 run
-    python benchmarks/compression_speed.py --teacher T --repository R --model sst2
+    python -m benchmarks.compression_speed                    # the latest pipeline_sst2 run
+    python -m benchmarks.compression_speed --teacher T --repository R --model sst2
 
 The machine is shared and noisy, so the contenders take turns: every round runs each of them
 once over the same sentences (SST-2 dev, sorted by length, batches of 32; and batch 1), and the
@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks import RESULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,9 +98,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=872)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "benchmarks/results/compression_speed"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "compression_speed")
     args = parser.parse_args()
 
     from trainer.datasets import read_column

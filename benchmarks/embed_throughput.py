@@ -8,7 +8,7 @@ sentences, one sentence per request, in one run, side by side:
 * perf_analyzer (tritonclient 2.51, run from its own environment, see ``make perf-env``):
   ``--concurrency-range C`` on the ensemble over Triton's gRPC endpoint.
 
-    python benchmarks/embed_throughput.py --perf-venv .venv-perf [--concurrency 1 16]
+    python -m benchmarks.embed_throughput --perf-venv .venv-perf [--concurrency 1 16]
 
 Prints a table and writes ``benchmarks/results/embed_throughput.json``. On a 2-core machine
 the load generator, the gateway and Triton share the cores: read the ratios, not the
@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import RESULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,9 +135,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="gateway seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--sentences", type=int, default=256)
-    parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "benchmarks/results/embed_throughput.json"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "embed_throughput.json")
     args = parser.parse_args()
 
     sentences = sst2_sentences(args.sentences)

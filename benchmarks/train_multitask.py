@@ -1,7 +1,7 @@
 """Benchmark: one multi-task run (SST-2 + TREC + STS-B, temperature sampling T=2) next to the
 single-task runs of the same encoder.
 
-    python benchmarks/train_multitask.py [--steps 800] [--stsb-epochs 1]
+    python -m benchmarks.train_multitask [--steps 800] [--stsb-epochs 1]
 
 Single-task numbers for SST-2 and TREC come from benchmarks/results/train_sst2.json and
 train_trec_imbalance.json (focal, as in the multi-task config) when present; STS-B's

@@ -1,6 +1,6 @@
 """Benchmark: all-MiniLM-L6-v2 fine-tuned on SST-2 train for one epoch; SST-2 dev accuracy.
 
-    python benchmarks/train_sst2.py [--num-ranks 1] [--epochs 1]
+    python -m benchmarks.train_sst2 [--num-ranks 1] [--epochs 1]
 
 Target: dev accuracy >= 0.89. Prints and writes benchmarks/results/train_sst2.{json,md}.
 """

@@ -6,7 +6,7 @@ classifies a labelled TSV through the gateway. Prints the served accuracy next t
 trainer measured in-process (``metrics.json`` of the export), so a drift anywhere along the
 pipeline shows as a difference.
 
-    python benchmarks/train_to_serve.py runs/bench/sst2_minilm/exports/sst2 \
+    python -m benchmarks.train_to_serve runs/bench/sst2_minilm/exports/sst2 \
         --dev datasets/sst2/dev.tsv --text-column sentence --label-column label
 """
 

@@ -1,7 +1,7 @@
 """Benchmark: TREC coarse classes (ABBR = 1.6 % of train), plain cross-entropy vs. imbalance
 handling, side by side: macro-F1 and ABBR recall on TREC dev.
 
-    python benchmarks/train_trec_imbalance.py [--steps 300] [--methods focal class_weight oversample]
+    python -m benchmarks.train_trec_imbalance [--steps 300] [--methods focal class_weight oversample]
 
 Writes benchmarks/results/train_trec_imbalance.{json,md}.
 """
