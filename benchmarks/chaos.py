@@ -5,9 +5,9 @@ One tritonserver (supervised: restarted with back-off on the same ports) and one
 process (API keys on, Embed of real SST-2 sentences on all-MiniLM-L6-v2), then:
 
 1. **baseline**: open loop at a low rate → the unloaded p50/p99;
-2. **capacity**: closed loop → the sustainable rate; admission is then sized to it through a
-   config reload: the queue may hold what drains within the unloaded p99
-   (:func:`gateway.admission.max_queued_for`);
+2. **capacity**: closed loop → the sustainable rate; admission stays as the shipped defaults
+   set it (``--size-admission`` instead sizes the queue to the measured rate through a config
+   reload, the way this drill did before admission derived its own budget);
 3. **overload**: open loop at 10x that rate → admitted p99 vs unloaded p99, rejected share and
    how fast rejections come back;
 4. **chaos**: steady load; tritonserver is SIGKILLed; every request must be answered (OK or a
@@ -125,8 +125,10 @@ async def _load_phases(
         rate = capacity.throughput
         baseline = await open_loop(call, max(1.0, rate * 0.1), args.seconds, grace=TIMEOUT_S)
         budget_s = baseline.percentile(99) / 1000
-        queued = max_queued_for(budget_s, rate * args.inputs, floor=args.inputs)
-        _reconfigure(gateway, lambda d: d["batching"].update(max_queued_inputs=queued))
+        queued: int | None = None
+        if args.size_admission:
+            queued = max_queued_for(budget_s, rate * args.inputs, floor=args.inputs)
+            _reconfigure(gateway, lambda d: d["batching"].update(max_queued_inputs=queued))
         overload_tracker = Tracker()
         overload = await open_loop(
             overload_tracker.wrap(call), rate * 10, args.seconds, grace=TIMEOUT_S
@@ -137,7 +139,11 @@ async def _load_phases(
     return {
         "capacity": {**_summary(capacity), "requests_per_s": round(rate, 2)},
         "baseline": _summary(baseline),
-        "admission": {"queue_budget_ms": round(budget_s * 1000, 2), "max_queued_inputs": queued},
+        "admission": {
+            "sized_by_reload": queued is not None,
+            "queue_budget_ms": round(budget_s * 1000, 2) if queued is not None else None,
+            "max_queued_inputs": queued,
+        },
         "overload": {
             **_summary(overload),
             "offered_per_s": round(rate * 10, 1),
@@ -255,7 +261,7 @@ def _markdown(report: dict[str, Any]) -> str:
     rows = [
         ("sustainable rate (closed loop)", f"{report['capacity']['requests_per_s']} req/s"),
         ("unloaded p50 / p99", f"{report['baseline']['p50_ms']} / {o['unloaded_p99_ms']} ms"),
-        ("admission (sized by reload)", f"max_queued_inputs={report['admission']['max_queued_inputs']}"),
+        ("admission", f"sized by reload: max_queued_inputs={report['admission']['max_queued_inputs']}" if report["admission"]["sized_by_reload"] else "the shipped defaults"),
         ("overload: offered", f"{o['offered_per_s']} req/s (10x)"),
         ("overload: admitted p99", f"{o['admitted_p99_ms']} ms = {o['p99_ratio']}x unloaded p99"),
         ("overload: rejected share / rejection p99", f"{o['rejected_share']:.1%} / {o['rejected_p99_ms']} ms"),
@@ -353,5 +359,10 @@ def register_chaos(actions: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load phase")
     parser.add_argument("--fuzz", type=int, default=10_000, help="fuzzed requests")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--size-admission",
+        action="store_true",
+        help="size the queue to the measured rate by a config reload (default: shipped defaults)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     parser.set_defaults(handler=_run)

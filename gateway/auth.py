@@ -1,4 +1,4 @@
-"""Who may call what, how often: API keys, per-key quotas and the streaming limit.
+"""Who is calling, and may they call this: API keys and their allow-lists.
 
 :class:`AccessInterceptor` is a ``grpc.aio`` server interceptor wrapped around every RPC:
 
@@ -9,28 +9,27 @@
 2. **Authorization**: the key's allow-lists of RPCs and logical models (the request's
    ``model`` field) → ``PERMISSION_DENIED``. A restricted key asking for a model that does not
    exist is denied too, so keys cannot be used to list what is served.
-3. **Quotas**: per key a token bucket (``rate_per_s``, ``burst``) and a concurrency quota
-   (``max_concurrent``) → ``RESOURCE_EXHAUSTED`` with a ``google.rpc.RetryInfo`` delay; and,
-   with or without keys, at most ``limits.max_concurrent_streams`` streaming RPCs in flight.
+
+The key's name is then the call's caller (:func:`current_caller`), which the servicer hands to
+the engine: its quotas (``rate_per_s``, ``burst``, ``max_concurrent``) and every other limit
+are decided by the engine's admission (:mod:`gateway.admission`), once per request.
 
 A request message that does not parse (random bytes, a string field that is not UTF-8) is
 answered ``INVALID_ARGUMENT`` here, instead of the ``UNKNOWN`` gRPC would answer.
 
 The rules in force are one immutable :class:`AccessPolicy`, swapped by :meth:`swap` when the
-config reloads: rotated keys take effect for the next call, calls in flight finish. Per-key
-buckets and counters live on by key name across reloads. Errors go through
-:mod:`gateway.errors` like every other refusal.
+config reloads: rotated keys take effect for the next call, calls in flight finish. Errors go
+through :mod:`gateway.errors` like every other refusal.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import inspect
 import logging
-import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -42,7 +41,6 @@ from gateway.config import GatewayConfig
 from gateway.errors import (
     GatewayError,
     InvalidInput,
-    Overloaded,
     PermissionDenied,
     Unauthenticated,
     to_grpc_status,
@@ -59,9 +57,13 @@ REFLECTION_SERVICES = frozenset(
 )
 #: the principal of calls when no keys are configured
 ANONYMOUS = "anonymous"
-#: a key over its concurrency quota is told to come back after this long
-CONCURRENCY_RETRY_S = 0.1
-STREAM_RETRY_S = 1.0
+#: the name of the API key of the call being handled (None: no key needed)
+_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+
+def current_caller() -> str | None:
+    """The name of the API key that authenticated the call being handled, if any."""
+    return _CALLER.get()
 
 
 def hash_key(secret: str) -> str:
@@ -69,33 +71,13 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; a call takes one."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self._updated = now
-
-    def take(self, now: float) -> float:
-        """0.0 when a token was taken, else the seconds until one will be there."""
-        self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
 @dataclass(frozen=True)
 class AccessPolicy:
-    """The rules of one config: keys by hash, public services, the stream limit."""
+    """The rules of one config: keys by hash, public services."""
 
     enabled: bool
     keys: Mapping[str, ApiKeyConfig]  # by sha256
     public_services: frozenset[str]
-    max_streams: int
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> AccessPolicy:
@@ -107,37 +89,7 @@ class AccessPolicy:
         if not enabled or (auth is not None and auth.public_reflection):
             public |= REFLECTION_SERVICES
         keys = {k.sha256: k for k in auth.keys} if auth is not None and enabled else {}
-        return cls(
-            enabled,
-            MappingProxyType(keys),
-            frozenset(public),
-            config.limits.max_concurrent_streams,
-        )
-
-
-@dataclass
-class _KeyState:
-    in_flight: int = 0
-    bucket: TokenBucket | None = None
-
-
-@dataclass
-class _Lease:
-    """What one admitted call holds; released exactly once when it ends."""
-
-    state: _KeyState | None
-    stream: bool
-    guard: AccessInterceptor
-    released: bool = field(default=False)
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        if self.state is not None:
-            self.state.in_flight -= 1
-        if self.stream:
-            self.guard.streams_in_flight -= 1
+        return cls(enabled, MappingProxyType(keys), frozenset(public))
 
 
 def _bearer(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
@@ -192,27 +144,28 @@ def _split(method: str) -> tuple[str, str]:
     return service, rpc
 
 
+def _authorize(key: ApiKeyConfig, service: str, rpc: str, model: str | None) -> None:
+    """Raise :class:`PermissionDenied` when ``key`` may not call ``rpc`` on ``model``."""
+    if service != INFERENCE_SERVICE:
+        return
+    if rpc not in key.rpcs:
+        raise PermissionDenied(f"API key {key.name!r} may not call {rpc}")
+    if model is not None and "*" not in key.models and model not in key.models:
+        raise PermissionDenied(f"API key {key.name!r} may not use model {model!r}")
+
+
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """See the module docstring. ``registry``: where the rejection counter is registered."""
 
-    def __init__(
-        self,
-        policy: AccessPolicy,
-        *,
-        registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, policy: AccessPolicy, *, registry: CollectorRegistry | None = None) -> None:
         self._policy = policy
-        self._clock = clock
-        self._states: dict[str, _KeyState] = {}
-        self.streams_in_flight = 0
         self.rejections = Counter(
             "lmforge_gateway_access_rejections",
-            "RPCs refused before reaching a handler, by reason and API key name",
+            "RPCs refused before any work: by reason (unauthenticated, permission_denied, "
+            "overloaded, streams, concurrency) and API key name",
             ["reason", "key"],
             registry=registry if registry is not None else CollectorRegistry(),
         )
-        self._sync_states()
 
     @property
     def policy(self) -> AccessPolicy:
@@ -221,25 +174,11 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def swap(self, policy: AccessPolicy) -> None:
         """Apply new rules to the calls that start from now on (config reload)."""
         self._policy = policy
-        self._sync_states()
         logger.info("access rules reloaded: %d API keys", len(policy.keys))
 
-    def _sync_states(self) -> None:
-        now = self._clock()
-        current = {key.name: key for key in self._policy.keys.values()}
-        for name in list(self._states):
-            if name not in current and self._states[name].in_flight == 0:
-                del self._states[name]
-        for name, key in current.items():
-            state = self._states.setdefault(name, _KeyState())
-            if key.rate_per_s is None:
-                state.bucket = None
-                continue
-            burst = key.burst or max(1, math.ceil(key.rate_per_s))
-            old = state.bucket
-            state.bucket = TokenBucket(key.rate_per_s, burst, now)
-            if old is not None:
-                state.bucket.tokens = min(float(burst), old.tokens)
+    def count_rejection(self, reason: str, key: str) -> None:
+        """Count a refusal made elsewhere (the engine's admission) with the ones made here."""
+        self.rejections.labels(reason, key).inc()
 
     # -- the checks -----------------------------------------------------------------------
     def _principal(
@@ -254,63 +193,23 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise Unauthenticated("unknown API key")
         return key
 
-    def admit(
-        self,
-        method: str,
-        metadata: tuple[tuple[str, str | bytes], ...],
-        model: str | None,
-        *,
-        stream: bool,
-    ) -> _Lease:
-        """Check one call; returns its lease, or raises the gateway error that refuses it."""
+    def identify(
+        self, method: str, metadata: tuple[tuple[str, str | bytes], ...], model: str | None
+    ) -> str | None:
+        """The name of the key calling ``method`` (None where no key is needed), or raise the
+        gateway error that refuses the call."""
         service, rpc = _split(method)
         name = ANONYMOUS
         try:
             key = self._principal(service, metadata)
-            name = key.name if key is not None else ANONYMOUS
-            state = self._authorize(key, service, rpc, model)
+            if key is None:
+                return None
+            name = key.name
+            _authorize(key, service, rpc, model)
         except GatewayError as exc:
             self.rejections.labels(exc.kind, name).inc()
             raise
-        if stream and self.streams_in_flight >= self._policy.max_streams:
-            self.rejections.labels("streams", name).inc()
-            raise Overloaded(
-                f"{self.streams_in_flight} streams in flight, the limit "
-                f"limits.max_concurrent_streams={self._policy.max_streams}; retry later",
-                retry_after=STREAM_RETRY_S,
-            )
-        if state is not None:
-            state.in_flight += 1
-        if stream:
-            self.streams_in_flight += 1
-        return _Lease(state, stream, self)
-
-    def _authorize(
-        self, key: ApiKeyConfig | None, service: str, rpc: str, model: str | None
-    ) -> _KeyState | None:
-        if key is None:
-            return None
-        if service == INFERENCE_SERVICE:
-            if rpc not in key.rpcs:
-                raise PermissionDenied(f"API key {key.name!r} may not call {rpc}")
-            if model is not None and "*" not in key.models and model not in key.models:
-                raise PermissionDenied(f"API key {key.name!r} may not use model {model!r}")
-        state = self._states.setdefault(key.name, _KeyState())
-        if key.max_concurrent is not None and state.in_flight >= key.max_concurrent:
-            raise Overloaded(
-                f"API key {key.name!r} has {state.in_flight} calls in flight, its quota "
-                f"max_concurrent={key.max_concurrent}",
-                retry_after=CONCURRENCY_RETRY_S,
-            )
-        if state.bucket is not None:
-            wait = state.bucket.take(self._clock())
-            if wait > 0:
-                raise Overloaded(
-                    f"API key {key.name!r} is over its rate limit "
-                    f"rate_per_s={key.rate_per_s} (burst {state.bucket.burst})",
-                    retry_after=wait,
-                )
-        return state
+        return key.name
 
     # -- gRPC plumbing ----------------------------------------------------------------------
     async def intercept_service(
@@ -362,16 +261,17 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             model = _model(request) if with_model else None
             try:
-                lease = self.admit(method, metadata, model, stream=False)
+                caller = self.identify(method, metadata, model)
             except GatewayError as exc:
                 await self._refuse(context, exc)
                 raise  # abort_with_status raises; not reached
+            if isinstance(request, Malformed):
+                await self._refuse(context, request.error(method))
+            token = _CALLER.set(caller)
             try:
-                if isinstance(request, Malformed):
-                    await self._refuse(context, request.error(method))
                 return await inner(request, context)
             finally:
-                lease.release()
+                _CALLER.reset(token)
 
         return behavior
 
@@ -387,22 +287,19 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             model = _model(request) if with_model else None
-            counted = _split(method)[0] == INFERENCE_SERVICE  # not reflection streams
             try:
-                lease = self.admit(method, metadata, model, stream=counted)
+                caller = self.identify(method, metadata, model)
             except GatewayError as exc:
                 await self._refuse(context, exc)
                 raise
-            try:
-                if isinstance(request, Malformed):
-                    await self._refuse(context, request.error(method))
-                result = inner(request, context)
-                if inspect.isawaitable(result):  # a handler that writes with context.write
-                    await result
-                    return
-                async for item in result:
-                    yield item
-            finally:
-                lease.release()
+            if isinstance(request, Malformed):
+                await self._refuse(context, request.error(method))
+            _CALLER.set(caller)  # this RPC's task and context: read by the handler
+            result = inner(request, context)
+            if inspect.isawaitable(result):  # a handler that writes with context.write
+                await result
+                return
+            async for item in result:
+                yield item
 
         return behavior

@@ -30,7 +30,6 @@ from gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidInput,
-    Overloaded,
 )
 from lmforge_core.strict import StrictModel
 
@@ -64,8 +63,9 @@ class BatchingConfig(StrictModel):
     max_queue_ms: float | None = Field(
         None,
         gt=0,
-        description="refuse a request whose expected queue time (learnt from recent batches) "
-        "exceeds this; null: only max_queued_inputs bounds the queue",
+        description="refuse a request whose predicted queue time exceeds this; null (the "
+        "default): a budget derived from the measured batch service time "
+        "(gateway.admission.DEFAULT_BUDGET_MULTIPLE x its moving mean)",
     )
     max_in_flight_batches: int = Field(1, ge=1, description="batches running concurrently")
     min_fill: float = Field(
@@ -155,36 +155,26 @@ class Batcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._admission: QueueTimeAdmission | None = None
-        self._configure_admission(config)
+        self._admission = QueueTimeAdmission(_budget_s(config))
 
-    def _configure_admission(self, config: BatchingConfig) -> None:
-        if config.max_queue_ms is None:
-            self._admission = None
-        elif self._admission is None:
-            self._admission = QueueTimeAdmission(config.max_queue_ms / 1000)
-        else:
-            self._admission.budget_s = config.max_queue_ms / 1000
+    @property
+    def admission(self) -> QueueTimeAdmission:
+        """What this queue learnt of its service time, and its budget."""
+        return self._admission
 
     def admit(self, count: int) -> None:
-        """Raise :class:`Overloaded` now if ``count`` more inputs would be refused: the one
-        admission decision, cheap enough to make before the caller tokenizes."""
+        """Raise :class:`Overloaded` now if ``count`` more inputs would be refused (see
+        :mod:`gateway.admission`); cheap enough to ask before the caller tokenizes."""
         config = self._config
         if self._closed or not config.enabled:
             return
-        if len(self._pending) + count > config.max_queued_inputs:
-            raise Overloaded(
-                f"{self.name}: {len(self._pending)} inputs queued, {count} more would "
-                f"exceed max_queued_inputs={config.max_queued_inputs}"
-            )
-        if self._admission is not None:
-            state = QueueState(
-                len(self._pending),
-                len(self._in_flight),
-                config.max_batch_size,
-                config.max_in_flight_batches,
-            )
-            self._admission.check(self.name, state)
+        state = QueueState(
+            len(self._pending),
+            len(self._in_flight),
+            config.max_batch_size,
+            config.max_in_flight_batches,
+        )
+        self._admission.admit(self.name, count, state, config.max_queued_inputs)
 
     @property
     def config(self) -> BatchingConfig:
@@ -202,7 +192,7 @@ class Batcher(Generic[T, R]):
         """Use ``config`` for the batches formed from now on."""
         config.check_fits(self._max_length)
         self._config = config
-        self._configure_admission(config)
+        self._admission.budget_s = _budget_s(config)
         self._wakeup.set()
 
     async def start(self) -> None:
@@ -447,8 +437,7 @@ class Batcher(Generic[T, R]):
             self._fail(request, BackendUnavailable(message))
 
     def _report(self, lengths: Sequence[int], queued: float, run: float, ok: bool) -> None:
-        if self._admission is not None:
-            self._admission.observe(len(lengths), run, ok)
+        self._admission.observe(len(lengths), run, ok)
         if self._on_batch is None:
             return
         stats = BatchStats(len(lengths), sum(lengths), max(lengths) * len(lengths), queued, run, ok)
@@ -456,6 +445,10 @@ class Batcher(Generic[T, R]):
             self._on_batch(stats)
         except Exception:
             logger.exception("batcher %s: on_batch callback failed", self.name)
+
+
+def _budget_s(config: BatchingConfig) -> float | None:
+    return None if config.max_queue_ms is None else config.max_queue_ms / 1000
 
 
 def _merged(errors: Sequence[GatewayError]) -> GatewayError:

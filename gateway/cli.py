@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from lmforge_client import cli as client_cli
+import lmforge_client.cli as client_cli
 
 from gateway import auth_cli, server
 

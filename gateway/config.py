@@ -133,7 +133,9 @@ class LimitsConfig(StrictModel):
         "word is at least one token); the model's max_length applies after",
     )
     max_concurrent_streams: int = Field(
-        default=64, ge=1, description="streaming RPCs in flight, gateway-wide"
+        default=64,
+        ge=1,
+        description="generations in flight (Generate and GenerateStream), gateway-wide",
     )
 
 

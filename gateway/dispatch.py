@@ -38,13 +38,11 @@ from gateway.config import GatewayConfig
 from gateway.errors import BackendError, BackendUnavailable, DeadlineExceeded, InvalidInput
 from gateway.routing import Deployment
 from gateway.routing_config import Task
+from gateway.token_estimate import estimate_tokens
 from triton_models.runtime.contract import INPUT_TOO_LONG
 from triton_models.runtime.text import InputTooLongError, TextEncoder
 
 logger = logging.getLogger(__name__)
-
-#: a cheap token estimate for batching when the engine tokenizes (about 4 characters a token)
-CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -197,10 +195,7 @@ class DeploymentRunner:
                 RowInput(i, t, None if pairs is None else pairs[i], truncate[i], None, deadline)
                 for i, t in enumerate(texts)
             ]
-            estimates = [
-                min(max_length, 2 + (len(r.text) + len(r.pair or "")) // CHARS_PER_TOKEN)
-                for r in rows
-            ]
+            estimates = [min(max_length, estimate_tokens(r.text, r.pair)) for r in rows]
             return rows, estimates
         encodings = self._encoder.encode(texts, pairs)
         try:
@@ -264,6 +259,7 @@ class DeploymentRunner:
             result = await self.backend.embed(self.target, rows, timeout=timeout)
             values = result.vectors
         if values.shape[0] != len(batch) or len(result.num_tokens) != len(batch):
+            # the one check of what a backend returns against what it was sent
             raise BackendError(
                 f"{self.deployment.triton_model!r} returned {values.shape[0]} rows "
                 f"for {len(batch)} inputs"

@@ -1,9 +1,7 @@
 """Carrying out a :class:`~gateway.routing.RoutePlan`: fallback, cascade and shadow.
 
-* **Fallback**: the plan's deployments are tried in order; one that is unavailable (Triton
-  down, model not loaded) or overloaded hands the request to the next. Health failures
-  feed the deployment's circuit breaker; an open breaker is skipped unless it is the last
-  resort.
+* **Fallback**: the plan's deployments are tried in order by the one loop of
+  :mod:`gateway.fallback` (which errors hand a request on, and which feed the breakers).
 * **Cascade** (classify): every input goes to the small model; the inputs whose top score is
   under the threshold are asked again of the large one and merged back in place. Each input
   says which deployment answered it. If the large model cannot answer, the small model's
@@ -26,29 +24,18 @@ import numpy as np
 
 from gateway.backend import FloatArray
 from gateway.dispatch import Answer, Dispatcher
-from gateway.errors import (
-    BackendError,
-    BackendUnavailable,
-    GatewayError,
-    ModelNotFound,
-    Overloaded,
-)
+from gateway.errors import BackendError, GatewayError
+from gateway.fallback import Fallback
 from gateway.metrics import GatewayMetrics
 from gateway.routing import (
     Deployment,
     RoutePlan,
-    Router,
     escalation_indices,
     label_agreement,
     mean_cosine,
 )
 
 logger = logging.getLogger(__name__)
-
-#: errors after which the next deployment of the plan is tried
-RETRYABLE: tuple[type[GatewayError], ...] = (BackendUnavailable, Overloaded, ModelNotFound)
-#: errors that say the deployment is unhealthy (not merely busy)
-UNHEALTHY: tuple[type[GatewayError], ...] = (BackendUnavailable, ModelNotFound)
 
 
 @dataclass(frozen=True)
@@ -95,17 +82,19 @@ def _outcome(answer: Answer) -> Outcome:
 
 
 class PlanExecutor:
+    """Executes embed and classify plans over the engine's runners (private to the engine)."""
+
     def __init__(
         self,
-        router: Router,
         dispatcher: Dispatcher,
+        fallback: Fallback,
         metrics: GatewayMetrics,
         *,
         shadow_timeout: float = 30.0,
         max_shadows: int = 8,
     ) -> None:
-        self.router = router
-        self.dispatcher = dispatcher
+        self._dispatcher = dispatcher
+        self._fallback = fallback
         self._metrics = metrics
         self._shadow_timeout = shadow_timeout
         self._max_shadows = max_shadows
@@ -120,38 +109,15 @@ class PlanExecutor:
             self._start_shadow(plan, plan.shadow, inputs, outcome)
         return outcome
 
-    # -- fallback --------------------------------------------------------------------------
+    async def _run(self, deployment: Deployment, inputs: Inputs) -> Answer:
+        return await self._dispatcher.runner(deployment).run(
+            inputs.texts, inputs.pairs, inputs.truncate, inputs.deadline
+        )
+
     async def _with_fallback(
         self, plan: RoutePlan, deployments: Sequence[Deployment], inputs: Inputs
     ) -> Answer:
-        last_error: GatewayError | None = None
-        for index, deployment in enumerate(deployments):
-            last = index == len(deployments) - 1
-            if not self.router.breaker(deployment).allow() and not last:
-                continue
-            try:
-                answer = await self.dispatcher.runner(deployment).run(
-                    inputs.texts, inputs.pairs, inputs.truncate, inputs.deadline
-                )
-            except RETRYABLE as exc:
-                if isinstance(exc, UNHEALTHY):
-                    self.router.record(deployment, ok=False)
-                last_error = exc
-                if not last:
-                    self._metrics.fallbacks.labels(plan.model, deployment.name).inc()
-                    logger.info(
-                        "%s/%s: %s; trying the next deployment",
-                        plan.model,
-                        deployment.name,
-                        exc.message,
-                    )
-                continue
-            self.router.record(deployment, ok=True)
-            self._metrics.routed.labels(plan.model, deployment.name, plan.reason).inc()
-            return answer
-        if last_error is None:
-            raise BackendUnavailable(f"no deployment of {plan.model!r} can take requests now")
-        raise last_error
+        return await self._fallback.call(plan, deployments, lambda d: self._run(d, inputs))
 
     # -- cascade ---------------------------------------------------------------------------
     async def _cascade(self, plan: RoutePlan, inputs: Inputs) -> Outcome:
@@ -220,9 +186,7 @@ class PlanExecutor:
         self, plan: RoutePlan, shadow: Deployment, inputs: Inputs, outcome: Outcome
     ) -> None:
         try:
-            answer = await self.dispatcher.runner(shadow).run(
-                inputs.texts, inputs.pairs, inputs.truncate, inputs.deadline
-            )
+            answer = await self._run(shadow, inputs)
         except Exception as exc:  # a shadow never fails a request; it is counted
             logger.debug("shadow %s/%s failed: %r", plan.model, shadow.name, exc)
             self._metrics.shadow_requests.labels(plan.model, shadow.name, "failed").inc()

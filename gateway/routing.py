@@ -27,14 +27,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from lmforge_client.metadata import PIN_METADATA_KEY
 from lmforge_client.status import FieldViolation
 
-from gateway.breaker import BreakerState, CircuitBreaker
+from gateway.breaker import CircuitBreaker
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import InvalidInput, ModelNotFound
 from gateway.routing_config import BreakerConfig, RouteConfig
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 
 Reason = Literal["pinned", "split", "length", "cascade", "default"]
-X = TypeVar("X")
 
 
 @dataclass(frozen=True)
@@ -155,22 +154,6 @@ class RoutingTable:
     @property
     def endpoints(self) -> frozenset[str]:
         return self._endpoints
-
-
-@dataclass(frozen=True)
-class DeploymentState:
-    deployment: Deployment
-    breaker: BreakerState
-    #: configured split weight; None when the route has no split (0.0 when not in it)
-    split_weight: float | None
-    shadow: bool
-
-
-@dataclass(frozen=True)
-class RouteState:
-    model: str
-    task: str
-    deployments: tuple[DeploymentState, ...]
 
 
 @dataclass(frozen=True)
@@ -367,41 +350,10 @@ class Router:
             return None
         return shadow
 
-    def describe(self) -> list[RouteState]:
-        """Per route, its deployments with breaker state and split weight."""
-        snapshot = self._snapshot
-        states = []
-        for route in snapshot.table.routes.values():
-            deployments = tuple(
-                DeploymentState(
-                    deployment=d,
-                    breaker=snapshot.breakers[d].state,
-                    split_weight=None if route.split is None else route.split.get(d.name, 0.0),
-                    shadow=d == route.shadow,
-                )
-                for d in route.deployments
-            )
-            states.append(RouteState(route.name, route.task, deployments))
-        return states
-
 
 def escalation_indices(top_scores: Sequence[float], threshold: float) -> list[int]:
     """Positions whose top score is below ``threshold`` (or not a number): ask the next model."""
     return [i for i, score in enumerate(top_scores) if not score >= threshold]
-
-
-def merge_by_index(first: Sequence[X], second: Sequence[X], indices: Sequence[int]) -> list[X]:
-    """``first`` with position ``indices[k]`` replaced by ``second[k]`` for every k."""
-    if len(second) != len(indices):
-        raise ValueError(f"{len(second)} replacements for {len(indices)} indices")
-    if len(set(indices)) != len(indices):
-        raise ValueError(f"indices repeat: {list(indices)}")
-    merged = list(first)
-    for index, value in zip(indices, second, strict=True):
-        if not 0 <= index < len(merged):
-            raise ValueError(f"index {index} is outside 0..{len(merged) - 1}")
-        merged[index] = value
-    return merged
 
 
 def label_agreement(a_labels: Sequence[str], b_labels: Sequence[str]) -> float:

@@ -1,14 +1,15 @@
 """The gateway's gRPC server (grpc.aio) and the ``serve`` command.
 
-:class:`GatewayServer` wires one backend per Triton endpoint, the router, the dispatcher
-(batchers, tokenizers), the plan executor, the inference servicer, health checking, server
-reflection and the metrics endpoint; tests run it in-process on port 0. :func:`serve` runs it
+:class:`GatewayServer` builds the engine (:mod:`gateway.engine`: admission, routing, fallback,
+batching, one backend per Triton endpoint) and hands it to the inference servicer, with health
+checking, server reflection and the metrics endpoint; tests run it in-process on port 0. :func:`serve` runs it
 until SIGTERM or SIGINT, then shuts down gracefully: health turns NOT_SERVING first, RPCs are
 still answered for ``server.shutdown_delay_s``, then new ones are refused and in-flight calls and
 streams get ``server.grace_period_s``. SIGHUP or an edit of the config file reloads routes,
 deployments, endpoints, batching, limits, API keys and TLS file paths without a restart; TLS
 files rotated in place are picked up at the next handshake (:mod:`gateway.tls`). Every RPC
-passes the access interceptor first (:mod:`gateway.auth`: API keys, quotas, stream limit).
+passes the access interceptor first (:mod:`gateway.auth`: which API key, may it call this);
+every limit is the engine's admission (:mod:`gateway.admission`).
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lmforge_client._proto.lmforge.v1 import inference_service_pb2, inference_service_pb2_grpc
 
+from gateway.admission import Admission, AdmissionPolicy
 from gateway.auth import AccessInterceptor, AccessPolicy
 from gateway.backend import Backend
-from gateway.batching import BatchStats
-from gateway.config import DEFAULT_ENDPOINT, ConfigError, GatewayConfig, ServerConfig
-from gateway.dispatch import DeploymentRunner, Dispatcher
-from gateway.execution import PlanExecutor
+from gateway.config import ConfigError, GatewayConfig, ServerConfig
+from gateway.engine import BackendFactory, Engine
 from gateway.health import HealthMonitor
 from gateway.metrics import GatewayMetrics
-from gateway.routing import Deployment, Router, RoutingTable
+from gateway.routing import RoutingTable
 from gateway.service import SERVICE_NAME, InferenceServicer
 from gateway.settings import Settings, SettingsError
 from gateway.tls import CertificateReloader, TlsError
@@ -54,20 +54,11 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-BackendFactory = Callable[[str, GatewayConfig], Backend]
-
-
 def triton_backend(endpoint: str, config: GatewayConfig) -> Backend:
     """The Triton adapter for one endpoint of ``config``."""
     from gateway.triton_backend import TritonBackend  # tritonclient only when serving Triton
 
     return TritonBackend.from_config(config.endpoint(endpoint), config.triton)
-
-
-def _endpoint_identity(endpoint: str, config: GatewayConfig) -> tuple[str, str, str]:
-    settings = config.endpoint(endpoint)
-    tls = "" if settings.tls is None else settings.tls.model_dump_json()
-    return settings.url, str(settings.repository or ""), tls
 
 
 class GatewayServer:
@@ -93,83 +84,32 @@ class GatewayServer:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self._shared_backend = backend
         self._backend_factory = backend_factory
-        self.backends: dict[str, Backend] = {
-            name: self._new_backend(name, config) for name in sorted(config.endpoint_names)
-        }
-        self.router = Router(RoutingTable.from_config(config))
-        self.dispatcher = Dispatcher(config, self.backends, on_batch=self._observe_batch)
-        self.executor = PlanExecutor(
-            self.router,
-            self.dispatcher,
-            self.metrics,
-            shadow_timeout=config.triton.request_timeout_s,
+        self.access = AccessInterceptor(
+            AccessPolicy.from_config(config), registry=self.metrics.registry
         )
-        self.servicer = InferenceServicer(
-            self.executor,
-            config.limits,
-            self.metrics,
-            default_timeout=config.triton.request_timeout_s,
-            info_timeout=config.triton.connect_timeout_s,
-            max_concurrent_requests=config.server.max_concurrent_requests,
-            generate_timeout=config.triton.generate_timeout_s,
+        self.admission = Admission(
+            AdmissionPolicy.from_config(config), on_reject=self.access.count_rejection
         )
+        self.engine = Engine(config, self._new_backend, self.metrics, admission=self.admission)
+        self.servicer = InferenceServicer(self.engine, self.metrics)
         self.health = HealthMonitor(
-            self.ready,
+            self.engine.ready,
             [SERVICE_NAME],
             interval=config.triton.health_poll_interval_s,
             check_timeout=config.triton.connect_timeout_s,
             on_change=self.metrics.set_ready,
         )
-        self.access = AccessInterceptor(
-            AccessPolicy.from_config(config), registry=self.metrics.registry
-        )
         self.certificates: CertificateReloader | None = None
         self._server: grpc.aio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._draining: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self.port: int | None = None
         self.metrics_port: int | None = None
-
-    @property
-    def backend(self) -> Backend:
-        """The default endpoint's backend."""
-        return self.backends[DEFAULT_ENDPOINT]
 
     def _new_backend(self, endpoint: str, config: GatewayConfig) -> Backend:
         if self._shared_backend is not None:
             return self._shared_backend
         return self._backend_factory(endpoint, config)
-
-    # -- observation -------------------------------------------------------------------------
-    def _observe_batch(self, deployment: Deployment, stats: BatchStats) -> None:
-        labels = (deployment.route, deployment.name)
-        self.metrics.batch_size.labels(*labels).observe(stats.size)
-        if stats.padded_tokens:
-            self.metrics.batch_padding.labels(*labels).observe(
-                stats.real_tokens / stats.padded_tokens
-            )
-
-    async def _deployment_ready(self, deployment: Deployment) -> bool:
-        runner = self.dispatcher.runner(deployment)
-        return await runner.backend.ready(None) and await runner.backend.ready(runner.target)
-
-    async def ready(self) -> bool:
-        """Every route has a ready (non-shadow) deployment on a ready Triton. Also refreshes
-        the gauges of breakers and queues."""
-        states = {0: "closed", 1: "half_open", 2: "open"}
-        codes = {v: k for k, v in states.items()}
-        for runner in self.dispatcher.runners():
-            d = runner.deployment
-            self.metrics.queue_depth.labels(d.route, d.name).set(runner.queued_inputs)
-            state = self.router.breaker(d).state
-            self.metrics.breaker_state.labels(d.route, d.name).set(codes[state])
-        routes = list(self.router.table.routes.values())
-        checks = await asyncio.gather(
-            *(self._deployment_ready(d) for route in routes for d in route.serving)
-        )
-        ready = iter(checks)
-        return all(any(next(ready) for _ in route.serving) for route in routes)
 
     @property
     def address(self) -> str:
@@ -232,30 +172,22 @@ class GatewayServer:
             await self._server.stop(grace)
             self._server = None
         self.metrics.stop_http()
-        await self.executor.close()
-        for task in list(self._draining):
-            task.cancel()
-        await asyncio.gather(*self._draining, return_exceptions=True)
-        await self.dispatcher.close()
-        for backend in {id(b): b for b in self.backends.values()}.values():
-            await backend.close()
+        await self.engine.close()
         logger.info("gateway stopped")
 
     # -- reload -------------------------------------------------------------------------------
     async def reload(self, config: GatewayConfig) -> None:
-        """Apply ``config`` without a restart: routes, deployments, endpoints, batching and
-        limits. The routing table is validated first; the swap is atomic for new requests,
-        in-flight ones finish on what they started with, and runners (queues) of deployments
-        that left are drained and closed in the background."""
+        """Apply ``config`` without a restart: routes, deployments, endpoints, batching,
+        limits and API keys (:meth:`Engine.reconfigure`). Everything is validated first; the
+        swap is atomic for new requests, in-flight ones finish on what they started with."""
         async with self._reload_lock:
-            table = RoutingTable.from_config(config)  # raises ConfigError before any change
+            RoutingTable.from_config(config)  # raises ConfigError before any change
             old = self.config
             fixed = (
                 "host",
                 "port",
                 "metrics_port",
                 "reflection",
-                "max_concurrent_requests",
                 "max_receive_message_bytes",
                 "max_send_message_bytes",
                 "max_streams_per_connection",
@@ -273,38 +205,10 @@ class GatewayServer:
                 and tls != self.certificates.config
             ):
                 self.certificates.update(tls)  # raises TlsError before anything changed
-            backends: dict[str, Backend] = {}
-            for name in sorted(config.endpoint_names):
-                same = name in self.backends and name in old.endpoint_names
-                if same and _endpoint_identity(name, old) == _endpoint_identity(name, config):
-                    backends[name] = self.backends[name]
-                else:
-                    backends[name] = self._new_backend(name, config)
-            gone = [b for n, b in self.backends.items() if backends.get(n) is not b]
-            retired = self.dispatcher.reconfigure(config, backends)
-            self.router.swap(table)
-            self.servicer.limits = config.limits
+            await self.engine.reconfigure(config)
             self.access.swap(policy)
-            self.backends = backends
             self.config = config
-            task = asyncio.create_task(self._retire(retired, gone, config.server.grace_period_s))
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
-            logger.info(
-                "configuration reloaded: %d routes, %d deployments, %d retired",
-                len(table.routes),
-                len(self.dispatcher.runners()),
-                len(retired),
-            )
-
-    async def _retire(
-        self, runners: list[DeploymentRunner], backends: list[Backend], grace: float
-    ) -> None:
-        await asyncio.gather(*(r.close(drain_timeout=grace) for r in runners))
-        in_use = {id(b) for b in self.backends.values()}
-        for backend in backends:
-            if id(backend) not in in_use:
-                await backend.close()
+            logger.info("configuration reloaded")
 
     async def reload_from_source(self) -> bool:
         """Load the config again and apply it; an invalid one is logged and ignored."""

@@ -1,22 +1,23 @@
 """Request checks that need nothing but the request and the limits (pure functions).
 
-Each ``check_*`` returns the field violations it found; the ``validate_*`` functions gather
-all of them and raise one :class:`~gateway.errors.InvalidInput`, so a caller learns about every
-problem at once. Field names follow the proto (``inputs[3]``, ``top_k``, ``dimensions``).
+The engine's boundary: every engine request passes one ``validate_*`` before anything else
+looks at it, so the number of inputs, their lengths and the parameters are checked here and
+nowhere else. Each ``check_*`` returns the field violations it found; the ``validate_*``
+functions gather all of them and raise one :class:`~gateway.errors.InvalidInput`, so a caller
+learns about every problem at once. Field names follow the proto (``inputs[3]``, ``top_k``,
+``dimensions``); wire-only fields (the truncation enum) are the transport's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from lmforge_client._proto.lmforge.v1 import common_pb2
 from lmforge_client.status import FieldViolation
 
 from gateway.backend import GenerationParams
 from gateway.config import LimitsConfig
+from gateway.engine_types import ClassifyRequest, EmbedRequest, GenerateRequest
 from gateway.errors import InvalidInput
-
-KNOWN_TRUNCATIONS = frozenset(common_pb2.Truncation.values())
 
 
 def check_model_name(model: str) -> list[FieldViolation]:
@@ -94,12 +95,6 @@ def check_pairs_for_model(model: str, pairs_given: bool, text_pairs: bool) -> li
     return []
 
 
-def check_truncation(truncation: int) -> list[FieldViolation]:
-    if truncation not in KNOWN_TRUNCATIONS:
-        return [FieldViolation("truncation", f"unknown value {truncation}")]
-    return []
-
-
 def check_top_k(top_k: int) -> list[FieldViolation]:
     if top_k < 0:
         return [FieldViolation("top_k", f"must be >= 0 (0 returns all labels), got {top_k}")]
@@ -127,43 +122,23 @@ def raise_if_any(violations: Iterable[FieldViolation]) -> None:
         raise InvalidInput.from_violations(found)
 
 
-def truncate_flag(truncation: int) -> bool:
-    """The contract's ``TRUNCATE`` value for a (validated) truncation enum value."""
-    return truncation != common_pb2.TRUNCATION_NONE
-
-
-def validate_classify(
-    model: str,
-    inputs: Sequence[str],
-    truncation: int,
-    top_k: int,
-    limits: LimitsConfig,
-    pairs: Sequence[str] = (),
-) -> None:
+def validate_classify(request: ClassifyRequest, limits: LimitsConfig) -> None:
     raise_if_any(
         [
-            *check_model_name(model),
-            *check_inputs(inputs, limits),
-            *check_pairs(pairs, len(inputs), limits),
-            *check_truncation(truncation),
-            *check_top_k(top_k),
+            *check_model_name(request.model),
+            *check_inputs(request.inputs, limits),
+            *check_pairs(request.pairs, len(request.inputs), limits),
+            *check_top_k(request.top_k),
         ]
     )
 
 
-def validate_embed(
-    model: str,
-    inputs: Sequence[str],
-    truncation: int,
-    dimensions: int | None,
-    limits: LimitsConfig,
-) -> None:
+def validate_embed(request: EmbedRequest, limits: LimitsConfig) -> None:
     raise_if_any(
         [
-            *check_model_name(model),
-            *check_inputs(inputs, limits),
-            *check_truncation(truncation),
-            *check_dimensions(dimensions, None),
+            *check_model_name(request.model),
+            *check_inputs(request.inputs, limits),
+            *check_dimensions(request.dimensions, None),
         ]
     )
 
@@ -234,14 +209,11 @@ def check_max_new_tokens(max_new_tokens: int, model_limit: int | None) -> list[F
     return []
 
 
-def validate_generate(
-    model: str, prompt: str, truncation: int, params: GenerationParams, limits: LimitsConfig
-) -> None:
+def validate_generate(request: GenerateRequest, limits: LimitsConfig) -> None:
     raise_if_any(
         [
-            *check_model_name(model),
-            *check_prompt(prompt, limits),
-            *check_truncation(truncation),
-            *check_generation(params, limits),
+            *check_model_name(request.model),
+            *check_prompt(request.prompt, limits),
+            *check_generation(request.params, limits),
         ]
     )

@@ -56,3 +56,26 @@ def test_a_count_bound_sized_from_the_budget_and_throughput_never_drops_below_on
 
     assert max_queued_for(0.05, 400.0) == 20
     assert max_queued_for(0.001, 400.0, floor=8) == 8
+
+
+def test_by_default_the_budget_is_derived_from_the_measured_batch_time() -> None:
+    admission = QueueTimeAdmission()  # no max_queue_ms: on, derived
+    assert admission.budget is None
+    admission.check("m", state(10_000))  # nothing measured yet: admitted
+    admission.observe(16, 0.080)
+    assert admission.budget == pytest.approx(0.080)  # 1x the batch service time
+    admission.check("m", state(15))  # 40 ms: the 15 queued share its batch
+    with pytest.raises(Overloaded, match="1x the measured batch time") as info:
+        admission.check("m", state(16))  # 40 + 80 ms: one whole batch ahead
+    assert info.value.retry_after == pytest.approx(0.040)
+    admission.observe(16, 0.160)  # the backend slowed down: the budget follows
+    assert admission.budget == pytest.approx(0.080 + 0.2 * 0.080)
+
+
+def test_an_explicit_budget_overrides_the_derived_one_and_the_count_bound_holds() -> None:
+    admission = QueueTimeAdmission(10.0)
+    admission.observe(16, 0.080)
+    assert admission.budget == 10.0
+    admission.admit("m", 4, state(60), max_queued_inputs=64)
+    with pytest.raises(Overloaded, match="max_queued_inputs=64"):
+        admission.admit("m", 5, state(60), max_queued_inputs=64)

@@ -18,10 +18,12 @@ from lmforge_client._proto.lmforge.v1 import classify_pb2, inference_service_pb2
 from lmforge_client.client import AsyncLmforgeClient, LmforgeError
 from lmforge_client.status import retry_delay
 
-from gateway.auth import AccessInterceptor, AccessPolicy, TokenBucket, hash_key
+from gateway.admission import Admission, AdmissionPolicy, TokenBucket
+from gateway.auth import AccessInterceptor, AccessPolicy, hash_key
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import Overloaded, PermissionDenied, Unauthenticated
 from gateway.server import GatewayServer
+from tests.eventually import eventually
 from tests.fake_backend import FakeBackend
 
 MODELS = [
@@ -142,11 +144,11 @@ async def test_health_is_public_and_reflection_needs_a_key_unless_configured() -
         return health_pb2.HealthCheckResponse.ServingStatus.Name(health.status), code
 
     async with running(auth_config(DEFAULT_KEYS)) as gw:
-        await asyncio.sleep(0.1)
+        await eventually(lambda: gw.health.serving)
         assert await probe(gw.address, None) == ("SERVING", grpc.StatusCode.UNAUTHENTICATED)
         assert await probe(gw.address, SEARCH) == ("SERVING", grpc.StatusCode.OK)
     async with running(auth_config(DEFAULT_KEYS, public_reflection=True)) as gw:
-        await asyncio.sleep(0.1)
+        await eventually(lambda: gw.health.serving)
         assert (await probe(gw.address, None))[1] == grpc.StatusCode.OK
 
 
@@ -196,12 +198,13 @@ async def test_keys_rotate_by_reload_without_failing_the_keys_that_stay() -> Non
                     failures.append(code)
 
         tasks = [asyncio.create_task(caller()) for _ in range(4)]
-        await asyncio.sleep(0.3)
+        await eventually(lambda: calls >= 8)
         assert await code_of(gw.address, SEARCH) == grpc.StatusCode.OK
         await gw.reload(after)
         old = await code_of(gw.address, SEARCH)
         new = await code_of(gw.address, new_secret)
-        await asyncio.sleep(0.3)
+        reloaded_at = calls
+        await eventually(lambda: calls >= reloaded_at + 8)  # calls go on across the reload
         stop.set()
         await asyncio.gather(*tasks)
     assert failures == [] and calls > 10
@@ -219,35 +222,67 @@ def test_streams_beyond_the_limit_are_refused_and_released_slots_are_reused() ->
     config = auth_config([], enabled=False).with_overrides(
         {"limits": {"max_concurrent_streams": 2}}
     )
-    guard = AccessInterceptor(AccessPolicy.from_config(config))
-    method = "/lmforge.v1.InferenceService/GenerateStream"
-    first = guard.admit(method, (), "m", stream=True)
-    guard.admit(method, (), "m", stream=True)
+    rejected: list[tuple[str, str]] = []
+    gate = Admission(
+        AdmissionPolicy.from_config(config), on_reject=lambda *why: rejected.append(why)
+    )
+    first = gate.enter(None, generation=True)
+    gate.enter(None, generation=True)
     with pytest.raises(Overloaded, match=r"limits\.max_concurrent_streams=2") as info:
-        guard.admit(method, (), "m", stream=True)
+        gate.enter(None, generation=True)
     assert info.value.retry_after is not None
-    guard.admit("/lmforge.v1.InferenceService/Embed", (), "m", stream=False)  # unary: no limit
+    gate.enter(None)  # unary: no stream limit
     first.release()
     first.release()  # idempotent
-    guard.admit(method, (), "m", stream=True)
-    assert guard.streams_in_flight == 2
+    gate.enter(None, generation=True)
+    assert gate.generations_in_flight == 2
+    assert rejected == [("streams", "anonymous")]
 
 
-def test_admit_names_why_a_call_is_refused() -> None:
+def test_identify_names_why_a_call_is_refused() -> None:
     guard = AccessInterceptor(AccessPolicy.from_config(auth_config(DEFAULT_KEYS)))
     bearer = (("authorization", f"Bearer {SEARCH}"),)
+    assert guard.identify("/lmforge.v1.InferenceService/Embed", bearer, "minilm") == "search"
     with pytest.raises(Unauthenticated, match="missing"):
-        guard.admit("/lmforge.v1.InferenceService/Embed", (), "minilm", stream=False)
+        guard.identify("/lmforge.v1.InferenceService/Embed", (), "minilm")
     with pytest.raises(PermissionDenied, match="may not call Classify"):
-        guard.admit("/lmforge.v1.InferenceService/Classify", bearer, "sentiment", stream=False)
+        guard.identify("/lmforge.v1.InferenceService/Classify", bearer, "sentiment")
     with pytest.raises(PermissionDenied, match="may not use model 'sentiment'"):
-        guard.admit("/lmforge.v1.InferenceService/Embed", bearer, "sentiment", stream=False)
+        guard.identify("/lmforge.v1.InferenceService/Embed", bearer, "sentiment")
     samples = {
         s.labels["reason"]: s.value
         for s in guard.rejections.collect()[0].samples
         if s.name.endswith("_total")
     }
     assert samples == {"unauthenticated": 1.0, "permission_denied": 2.0}
+
+
+def test_key_quotas_are_decided_by_admission_per_key_name() -> None:
+    keys = [key("admin", ADMIN, max_concurrent=1, rate_per_s=1, burst=2), key("other", SEARCH)]
+    now = [0.0]
+    gate = Admission(AdmissionPolicy.from_config(auth_config(keys)), clock=lambda: now[0])
+    held = gate.enter("admin")
+    with pytest.raises(Overloaded, match="max_concurrent=1"):
+        gate.enter("admin")
+    gate.enter("other").release()  # another key is not affected
+    held.release()
+    gate.enter("admin").release()  # the second token of the burst
+    with pytest.raises(Overloaded, match="rate_per_s=1") as info:
+        gate.enter("admin")
+    assert info.value.retry_after == pytest.approx(1.0)
+    now[0] = 1.0
+    gate.enter("admin").release()
+    assert gate.in_flight == 0
+
+
+def test_requests_beyond_max_concurrent_requests_are_refused_until_one_ends() -> None:
+    config = auth_config([], enabled=False).with_overrides(
+        {"server": {"max_concurrent_requests": 1}}
+    )
+    gate = Admission(AdmissionPolicy.from_config(config))
+    with gate.enter(None), pytest.raises(Overloaded, match=r"server\.max_concurrent_requests=1"):
+        gate.enter(None)
+    gate.enter(None)
 
 
 def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:

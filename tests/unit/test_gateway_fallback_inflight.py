@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.errors import BackendUnavailable
+from tests.eventually import eventually
 from tests.fake_backend import FakeBackend
 from tests.unit.test_gateway_routing_service import config, fake, gateway
 
@@ -27,9 +28,7 @@ SOCKET_CLOSED = BackendUnavailable(
 
 async def first_batch_sent(backend: FakeBackend) -> None:
     """Until ``backend`` has been called (its ``delay_s`` keeps that batch in flight)."""
-    async with asyncio.timeout(5):
-        while not backend.calls:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: bool(backend.calls), interval=0.005)
 
 
 async def test_a_batch_in_flight_on_a_dying_deployment_is_answered_by_the_next_one() -> None:

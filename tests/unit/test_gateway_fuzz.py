@@ -183,4 +183,4 @@ def test_after_fuzzing_the_gateway_still_serves_with_bounded_memory(
         assert answer(channel, hostile) == "INVALID_ARGUMENT"
         assert answer(channel, good) == "OK"
     assert rss_mib() - before < 64, (before, rss_mib())
-    assert gateway.server.servicer._in_flight == 0  # nothing left counted in flight
+    assert gateway.server.admission.in_flight == 0  # nothing left counted in flight

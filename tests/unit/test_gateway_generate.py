@@ -22,6 +22,7 @@ from gateway.errors import BackendUnavailable, InvalidInput, Overloaded
 from gateway.server import GatewayServer
 from gateway.triton_errors import translate_generation
 from gateway.triton_generate import parse_response
+from tests.eventually import eventually
 from tests.fake_backend import FakeBackend, fake_completion
 from triton_models.runtime import contract
 
@@ -216,8 +217,7 @@ async def test_unknown_model_is_not_found(gw: Gateway) -> None:
 async def test_a_full_model_is_resource_exhausted_at_once(gw: Gateway) -> None:
     gw.backend.max_generations, gw.backend.token_delay_s = 1, 0.05
     running = asyncio.create_task(gw.client.generate("tiny", PROMPT, max_new_tokens=10))
-    while gw.backend.active_generations == 0:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: gw.backend.active_generations == 1)
     started = time.monotonic()
     error = await expect_error(gw.client.generate("tiny", PROMPT, max_new_tokens=10))
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -244,10 +244,7 @@ async def test_cancelling_a_stream_stops_the_generation_in_the_backend(gw: Gatew
     async for _chunk in stream:
         break  # the caller has seen enough
     await stream.aclose()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 1.0
-    while gw.backend.active_generations and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert gw.backend.active_generations == 0
+    await eventually(lambda: gw.backend.active_generations == 0, timeout=1.0)
 
 
 async def test_a_passed_deadline_is_deadline_exceeded_and_stops_generating(gw: Gateway) -> None:
@@ -256,8 +253,7 @@ async def test_a_passed_deadline_is_deadline_exceeded_and_stops_generating(gw: G
     error = await expect_error(gw.client.generate("tiny", PROMPT, max_new_tokens=60, timeout=0.4))
     assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 1.5
-    await asyncio.sleep(0.3)
-    assert gw.backend.active_generations == 0
+    await eventually(lambda: gw.backend.active_generations == 0, timeout=1.0)
 
 
 async def test_an_unavailable_deployment_hands_over_before_the_first_chunk(gw: Gateway) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.health import HealthMonitor
+from tests.eventually import eventually
 
 
 class Readiness:
@@ -47,11 +48,9 @@ async def test_the_poll_loop_keeps_checking_by_itself() -> None:
     transitions: list[bool] = []
     monitor = HealthMonitor(check, ["svc"], interval=0.01, on_change=transitions.append)
     await monitor.start()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: check.calls >= 3)
     check.ready = True
-    async with asyncio.timeout(2.0):
-        while not monitor.serving:
-            await asyncio.sleep(0.01)
+    await eventually(lambda: monitor.serving, timeout=2.0)
     await monitor.stop()
     assert check.calls >= 3
     assert transitions[-1] is True and False in transitions

@@ -13,6 +13,7 @@ from lmforge_client.client import AsyncLmforgeClient, LmforgeError
 
 from gateway.config import GatewayConfig
 from gateway.server import GatewayServer
+from tests.eventually import eventually
 from tests.fake_backend import FakeBackend
 
 MODELS = [{"name": "sentiment", "task": "classify", "triton_model": "sentiment"}]
@@ -81,19 +82,24 @@ async def test_inputs_chars_and_tokens_limits_are_invalid_argument_naming_the_li
 
 async def test_shutdown_turns_health_first_then_drains_in_flight_calls() -> None:
     cfg = limited(server={"shutdown_delay_s": 0.3, "grace_period_s": 3.0})
-    server = GatewayServer(cfg, FakeBackend(delay_s=0.6))
+    backend = FakeBackend(delay_s=0.6)
+    server = GatewayServer(cfg, backend)
     await server.start()
     client = AsyncLmforgeClient(server.address, timeout=5.0)
+
+    async def not_serving() -> bool:
+        return await client.health() == "NOT_SERVING"
+
     try:
         await client.wait_for_health("SERVING", timeout=5)
         slow = asyncio.create_task(client.classify("sentiment", ["in flight"]))
-        await asyncio.sleep(0.1)
+        await eventually(lambda: len(backend.calls) == 1)
         stopping = asyncio.create_task(server.stop())
-        await asyncio.sleep(0.05)
+        await eventually(not_serving, timeout=0.25)  # well within shutdown_delay_s
         health_during_delay = await client.health()
         during_delay = await client.classify("sentiment", ["still answered"])  # 0.6 s < grace
         answered = await slow
-        await asyncio.sleep(0.3)
+        await eventually(stopping.done)  # the delay is over and the server stopped listening
         with pytest.raises(LmforgeError) as late:
             await client.classify("sentiment", ["too late"], timeout=1.0)
         await stopping

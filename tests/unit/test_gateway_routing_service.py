@@ -19,6 +19,7 @@ from gateway.backend import Backend, ModelMetadata, TokenizerSpec
 from gateway.config import GatewayConfig
 from gateway.errors import BackendUnavailable
 from gateway.server import GatewayServer
+from tests.eventually import eventually
 from tests.fake_backend import FakeBackend, fake_probs
 
 LABELS = ("negative", "neutral", "positive")
@@ -263,7 +264,14 @@ async def test_shadow_copies_requests_without_changing_the_answer() -> None:
     broken = fake(fail_with=RuntimeError("candidate crashed"))
     async with gateway(config([route])) as gw:
         shadowed = await gw.client.classify("c", ["a positive day", "meh"])
-        await asyncio.sleep(0.2)
+        registry = gw.server.metrics.registry
+        compared = {"route": "c", "deployment": "cand", "outcome": "compared"}
+
+        def shadow_compared() -> bool:
+            value = registry.get_sample_value("lmforge_gateway_shadow_requests_total", compared)
+            return value == 1.0
+
+        await eventually(shadow_compared)
         copies = len(gw.backends["b"].calls)
         samples = gw.server.metrics.shadow_agreement.collect()[0].samples
     async with gateway(config([route]), {"default": fake(), "b": broken}) as gw:
@@ -296,9 +304,9 @@ async def test_reload_under_load_loses_no_request_and_switches_deployments() -> 
                     failures.append(exc)
 
         tasks = [asyncio.create_task(caller(n)) for n in range(8)]
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(served) >= 40)
         await gw.server.reload(after)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: served.count("large") >= 40)
         stop.set()
         await asyncio.gather(*tasks)
     assert failures == []
@@ -328,10 +336,16 @@ async def test_config_file_edits_reload_and_an_invalid_edit_keeps_the_running_co
     path = tmp_path / "gateway.yaml"
     write("small")
     fakes = {"default": fake(), "b": fake()}
+    loads: list[Path] = []
+
+    def load() -> GatewayConfig:
+        loads.append(path)
+        return GatewayConfig.from_yaml(path)
+
     server = GatewayServer(
         GatewayConfig.from_yaml(path),
         config_path=path,
-        config_loader=lambda: GatewayConfig.from_yaml(path),
+        config_loader=load,
         backend_factory=lambda endpoint, _cfg: fakes[endpoint],
     )
     await server.start()
@@ -340,18 +354,16 @@ async def test_config_file_edits_reload_and_an_invalid_edit_keeps_the_running_co
     async def answered_by() -> str:
         return (await client.classify("c", ["x"])).served_by.triton_model
 
-    async def eventually(model: str) -> None:
-        async with asyncio.timeout(3.0):
-            while await answered_by() != model:
-                await asyncio.sleep(0.05)
+    async def answered_by_large() -> bool:
+        return await answered_by() == "large"
 
     try:
         assert await answered_by() == "small"
         write("large", endpoint="nowhere")  # unknown endpoint: refused, logged
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(loads) >= 1)  # the edit was seen and loaded
         assert await answered_by() == "small"
         write("large", endpoint="b")
-        await eventually("large")
+        await eventually(answered_by_large, timeout=3.0)
         assert fakes["b"].calls
     finally:
         await client.close()

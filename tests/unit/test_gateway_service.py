@@ -22,6 +22,7 @@ from lmforge_client.status import FieldViolation, field_violations
 from gateway.config import GatewayConfig
 from gateway.errors import BackendUnavailable
 from gateway.server import GatewayServer
+from tests.eventually import eventually
 from tests.fake_backend import FakeBackend
 
 CONFIG = {
@@ -228,7 +229,7 @@ async def test_requests_beyond_concurrency_limit_are_resource_exhausted() -> Non
     async with GatewayServer(config, backend) as server:
         client = AsyncLmforgeClient(server.address)
         slow = asyncio.create_task(client.embed("minilm", ["a"]))
-        await asyncio.sleep(0.2)
+        await eventually(lambda: len(backend.calls) == 1)  # in flight, holding the only slot
         error = await expect_error(client.embed("minilm", ["b"]))
         assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len((await slow).embeddings) == 1
@@ -309,7 +310,7 @@ async def check_metrics(gw: Gateway) -> None:
 async def test_stop_lets_in_flight_requests_finish_within_grace(gw: Gateway) -> None:
     gw.backend.delay_s = 0.3
     in_flight = asyncio.create_task(gw.client.embed("minilm", ["a"]))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: len(gw.backend.calls) == 1)
     await gw.server.stop(grace=2.0)
     assert len((await in_flight).embeddings) == 1
     assert gw.backend.closed

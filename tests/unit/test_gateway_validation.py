@@ -5,17 +5,17 @@ import pytest
 from lmforge_client.status import FieldViolation
 
 from gateway.config import LimitsConfig
+from gateway.engine_types import ClassifyRequest, EmbedRequest
 from gateway.errors import InvalidInput
 from gateway.postprocess import rank_labels, shape_embeddings
 from gateway.validation import (
     check_dimensions,
     check_inputs,
     check_top_k,
-    check_truncation,
-    truncate_flag,
     validate_classify,
     validate_embed,
 )
+from gateway.wire import check_truncation, truncate_flag
 
 LIMITS = LimitsConfig(max_inputs_per_request=3, max_chars_per_input=10)
 
@@ -52,6 +52,9 @@ def test_unknown_truncation_value_is_rejected() -> None:
 def test_truncation_none_means_do_not_truncate() -> None:
     assert truncate_flag(0) and truncate_flag(1)
     assert not truncate_flag(2)
+    with pytest.raises(InvalidInput) as info:  # the wire enum is the transport's to check
+        truncate_flag(9)
+    assert fields(list(info.value.violations)) == ["truncation"]
 
 
 def test_negative_top_k_is_rejected() -> None:
@@ -68,18 +71,12 @@ def test_dimensions_must_be_within_model_dimension(dims: int | None, ok: bool) -
 
 def test_validate_collects_every_violation_in_one_error() -> None:
     with pytest.raises(InvalidInput) as info:
-        validate_classify("", ["", "x" * 11], 9, -1, LIMITS)
-    assert fields(list(info.value.violations)) == [
-        "model",
-        "inputs[0]",
-        "inputs[1]",
-        "truncation",
-        "top_k",
-    ]
+        validate_classify(ClassifyRequest("", ("", "x" * 11), top_k=-1), LIMITS)
+    assert fields(list(info.value.violations)) == ["model", "inputs[0]", "inputs[1]", "top_k"]
 
 
 def test_validate_embed_accepts_a_good_request() -> None:
-    validate_embed("minilm", ["hello"], 0, 4, LIMITS)
+    validate_embed(EmbedRequest("minilm", ("hello",), dimensions=4), LIMITS)
 
 
 def test_rank_labels_sorts_descending_and_keeps_top_k() -> None:

@@ -25,7 +25,6 @@ from gateway.routing import (
     escalation_indices,
     label_agreement,
     mean_cosine,
-    merge_by_index,
 )
 from gateway.routing_config import BreakerConfig, DeploymentConfig, RouteConfig
 
@@ -579,7 +578,7 @@ def test_breaker_ignores_late_outcomes_while_open() -> None:
     assert cb.state == "half_open"
 
 
-# --- router: breakers, swap, describe ---------------------------------------------------
+# --- router: breakers, swap ---------------------------------------------------
 
 
 def test_router_record_feeds_the_deployment_breaker() -> None:
@@ -663,27 +662,6 @@ def test_plans_taken_during_swaps_each_come_from_one_whole_table() -> None:
     assert seen <= {("a", "b"), ("x", "y")}
 
 
-def test_describe_reports_breaker_state_split_weight_and_shadow_per_deployment() -> None:
-    config = route(split={"a": 3, "b": 1}, shadow={"deployment": "c", "share": 0.1})
-    router = router_for(config, route("plain", task="embed", triton_model="e"))
-    trip(router, router.table.routes["m"].deployments[1])
-    first, second = router.describe()
-    assert (first.model, first.task, second.model, second.task) == (
-        "m",
-        "classify",
-        "plain",
-        "embed",
-    )
-    assert [
-        (s.deployment.name, s.breaker, s.split_weight, s.shadow) for s in first.deployments
-    ] == [
-        ("a", "closed", 3.0, False),
-        ("b", "open", 1.0, False),
-        ("c", "closed", 0.0, True),
-    ]
-    assert [(s.deployment.name, s.split_weight) for s in second.deployments] == [("e", None)]
-
-
 # --- cascade and shadow helpers -----------------------------------------------------------
 
 
@@ -691,22 +669,6 @@ def test_escalation_indices_are_the_scores_below_threshold_including_nan() -> No
     scores = [0.9, 0.69, 0.7, float("nan"), 0.1]
     assert escalation_indices(scores, 0.7) == [1, 3, 4]
     assert escalation_indices([], 0.7) == []
-
-
-def test_merge_by_index_replaces_the_given_positions_in_order() -> None:
-    assert merge_by_index(["a", "b", "c", "d"], ["X", "Y"], [3, 1]) == ["a", "Y", "c", "X"]
-    assert merge_by_index([1, 2], [], []) == [1, 2]
-
-
-@pytest.mark.parametrize(
-    ("second", "indices", "message"),
-    [(["X"], [0, 1], "1 replacements for 2"), (["X", "Y"], [1, 1], "repeat"), (["X"], [4], "4")],
-)
-def test_merge_by_index_rejects_mismatched_repeated_or_out_of_range_indices(
-    second: list[str], indices: list[int], message: str
-) -> None:
-    with pytest.raises(ValueError, match=message):
-        merge_by_index(["a", "b"], second, indices)
 
 
 def test_label_agreement_is_the_share_of_equal_labels() -> None:
