@@ -12,11 +12,13 @@ Two gates, both answering :class:`~gateway.errors.Overloaded` (``RESOURCE_EXHAUS
 * :class:`QueueTimeAdmission`, asked by a deployment's batcher when a request reaches it: a
   count bound (``batching.max_queued_inputs``) and the **predicted queue time** against a
   budget. The budget is ``batching.max_queue_ms`` when the operator sets one; by default it is
-  derived from the deployment's measured service time: :data:`DEFAULT_BUDGET_MULTIPLE` times an
-  exponentially weighted mean of its batch service time (what one request costs unloaded), so
-  an admitted request waits at most about one batch and its latency stays within about twice
-  the unloaded one, whatever the overload. Until a first batch has been measured everything is
-  admitted (the count bound still holds).
+  derived from the deployment's measured service time: :data:`DEFAULT_BUDGET_MULTIPLE` times
+  what one full batch costs at the measured cost per input (an exponentially weighted mean;
+  ``max_batch_size`` inputs). Not the mean batch time: that grows with the batches a load forms
+  and would let the queue, the batches and the latency grow together; the cost per input stays.
+  So an admitted request waits at most about one full batch, whatever the overload, and a
+  closed loop of callers up to about a batch's worth is served, not refused. Until a first
+  batch has been measured everything is admitted (the count bound still holds).
 
 The predicted wait counts the whole batches queued ahead of a request (inputs that will share
 its batch do not delay it) at the learnt cost per input, spread over the batch slots, plus half
@@ -37,7 +39,7 @@ from gateway.errors import Overloaded
 if TYPE_CHECKING:  # gateway.config imports the batcher, which imports this module
     from gateway.config import GatewayConfig
 
-#: the derived queue-time budget, in measured batch service times
+#: the derived queue-time budget, in full batches at the measured cost per input
 DEFAULT_BUDGET_MULTIPLE = 1.0
 #: a key over its concurrency quota, or the gateway over its limits, is told to retry after this
 CONCURRENCY_RETRY_S = 0.1
@@ -267,15 +269,16 @@ class QueueTimeAdmission:
         self._alpha = alpha
         self.seconds_per_input: float | None = None
         self.seconds_per_batch: float | None = None
+        self.batch_inputs = 1  # max_batch_size of the queue, as last seen
 
     @property
     def budget(self) -> float | None:
         """The budget in force: the explicit one, else the derived one (None until measured)."""
         if self.budget_s is not None:
             return self.budget_s
-        if self.seconds_per_batch is None:
+        if self.seconds_per_input is None:
             return None
-        return self.multiple * self.seconds_per_batch
+        return self.multiple * self.seconds_per_input * self.batch_inputs
 
     def observe(self, size: int, run_seconds: float, ok: bool = True) -> None:
         """Learn from one finished batch (failed batches say nothing about speed)."""
@@ -302,6 +305,7 @@ class QueueTimeAdmission:
 
     def check(self, name: str, state: QueueState) -> None:
         """Raise :class:`Overloaded` (with the excess as retry delay) above the budget."""
+        self.batch_inputs = max(1, state.max_batch_size)
         budget = self.budget
         if budget is None:
             return
@@ -311,7 +315,7 @@ class QueueTimeAdmission:
                 f"max_queue_ms={budget * 1000:.0f}"
                 if self.budget_s is not None
                 else f"the queue budget {budget * 1000:.1f} ms ({self.multiple:g}x the measured "
-                "batch time)"
+                "time of a full batch)"
             )
             raise Overloaded(
                 f"{name}: expected queue time {wait * 1000:.0f} ms exceeds {rule} "

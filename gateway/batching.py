@@ -64,8 +64,8 @@ class BatchingConfig(StrictModel):
         None,
         gt=0,
         description="refuse a request whose predicted queue time exceeds this; null (the "
-        "default): a budget derived from the measured batch service time "
-        "(gateway.admission.DEFAULT_BUDGET_MULTIPLE x its moving mean)",
+        "default): a budget derived from the measured service time "
+        "(gateway.admission.DEFAULT_BUDGET_MULTIPLE full batches at its cost per input)",
     )
     max_in_flight_batches: int = Field(1, ge=1, description="batches running concurrently")
     min_fill: float = Field(

@@ -120,15 +120,13 @@ async def _fill_queue(engine: Engine, backend: FakeBackend) -> list[asyncio.Task
     return [running, queued]
 
 
-async def test_by_default_a_request_predicted_to_wait_past_the_measured_batch_time_is_refused() -> (
-    None
-):
+async def test_by_default_a_request_predicted_to_wait_past_a_full_batch_is_refused() -> None:
     backend = fake(delay_s=0.05)
     async for engine, _ in engine_over(
         config([EMBED], batching=QUEUE), {"default": backend, "b": fake()}
     ):
         admitted = await _fill_queue(engine, backend)
-        with pytest.raises(Overloaded, match=r"queue budget .* the measured batch time") as info:
+        with pytest.raises(Overloaded, match=r"queue budget .* time of a full batch") as info:
             await engine.embed(EmbedRequest("e", ("one too many",)))
         assert info.value.retry_after is not None and info.value.retry_after > 0
         assert all(len(r.vectors) for r in await asyncio.gather(*admitted))
