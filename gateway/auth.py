@@ -28,7 +28,7 @@ import contextvars
 import hashlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -210,6 +210,20 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.rejections.labels(exc.kind, name).inc()
             raise
         return key.name
+
+    def identify_call(
+        self,
+        rpc: str,
+        authorization: Sequence[str],
+        model: str | None,
+        *,
+        service: str = INFERENCE_SERVICE,
+    ) -> str | None:
+        """:meth:`identify` for another transport (the HTTP app): ``rpc`` is the
+        ``service`` method the call stands for, ``authorization`` the values of its
+        ``Authorization`` headers."""
+        metadata = tuple((AUTHORIZATION, value) for value in authorization)
+        return self.identify(f"/{service}/{rpc}", metadata, model)
 
     # -- gRPC plumbing ----------------------------------------------------------------------
     async def intercept_service(

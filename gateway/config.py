@@ -2,7 +2,7 @@
 
 Example::
 
-    server: {host: 127.0.0.1, port: 50051, metrics_port: 9464}
+    server: {host: 127.0.0.1, port: 50051, metrics_port: 9464, http_port: 8080}
     triton: {url: 127.0.0.1:8001, repository: /models}     # the endpoint named "default"
     endpoints:                                              # more Triton servers, by name
       gpu: {url: triton-gpu:8001}
@@ -60,6 +60,12 @@ class ServerConfig(StrictModel):
     port: int = Field(default=50051, ge=0, le=65535, description="0 picks a free port")
     metrics_port: int | None = Field(
         default=9464, ge=0, le=65535, description="Prometheus port; null disables it"
+    )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="the OpenAI-compatible HTTP API (docs/openai.md); null disables it",
     )
     grace_period_s: float = Field(default=10.0, ge=0, description="in-flight RPCs get this long")
     reflection: bool = True

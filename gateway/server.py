@@ -2,7 +2,9 @@
 
 :class:`GatewayServer` builds the engine (:mod:`gateway.engine`: admission, routing, fallback,
 batching, one backend per Triton endpoint) and hands it to the inference servicer, with health
-checking, server reflection and the metrics endpoint; tests run it in-process on port 0. :func:`serve` runs it
+checking, server reflection and the metrics endpoint, and the same engine to the
+OpenAI-compatible HTTP app on ``server.http_port`` (:mod:`gateway.http_app`, uvicorn on this
+event loop); tests run it in-process on port 0. :func:`serve` runs it
 until SIGTERM or SIGINT, then shuts down gracefully: health turns NOT_SERVING first, RPCs are
 still answered for ``server.shutdown_delay_s``, then new ones are refused and in-flight calls and
 streams get ``server.grace_period_s``. SIGHUP or an edit of the config file reloads routes,
@@ -35,6 +37,7 @@ from gateway.backend import Backend
 from gateway.config import ConfigError, GatewayConfig, ServerConfig
 from gateway.engine import BackendFactory, Engine
 from gateway.health import HealthMonitor
+from gateway.http_app import HttpServer, OpenAIApp
 from gateway.metrics import GatewayMetrics
 from gateway.routing import RoutingTable
 from gateway.service import SERVICE_NAME, InferenceServicer
@@ -92,6 +95,9 @@ class GatewayServer:
         )
         self.engine = Engine(config, self._new_backend, self.metrics, admission=self.admission)
         self.servicer = InferenceServicer(self.engine, self.metrics)
+        self.http_app = OpenAIApp(self.engine, self.access, self.metrics, self._classifiers)
+        self._http: HttpServer | None = None
+        self.http_port: int | None = None
         self.health = HealthMonitor(
             self.engine.ready,
             [SERVICE_NAME],
@@ -105,6 +111,9 @@ class GatewayServer:
         self._reload_lock = asyncio.Lock()
         self.port: int | None = None
         self.metrics_port: int | None = None
+
+    def _classifiers(self) -> list[str]:
+        return [m.name for m in self.config.models if m.task == "classify"]
 
     def _new_backend(self, endpoint: str, config: GatewayConfig) -> Backend:
         if self._shared_backend is not None:
@@ -149,6 +158,13 @@ class GatewayServer:
         await server.start()
         self._server = server
         self.port = port
+        if cfg.http_port is not None:  # the OpenAI-compatible API, on the same engine
+            self._http = HttpServer(self.http_app.app, cfg.host, cfg.http_port)
+            try:
+                self.http_port = await self._http.start(cfg.grace_period_s)
+            except OSError:
+                await self.stop(grace=0, delay=0)
+                raise
         if self._config_loader is not None and self.config.server.reload_interval_s > 0:
             self._watcher = asyncio.create_task(self._watch(), name="lmforge-config-watch")
         logger.info("gateway listening on %s (%d models)", self.address, len(self.config.models))
@@ -168,9 +184,13 @@ class GatewayServer:
         if self._server is not None and delay > 0:
             logger.info("NOT_SERVING; still answering for %.1f s before draining", delay)
             await asyncio.sleep(delay)
-        if self._server is not None:
-            await self._server.stop(grace)
+        if self._server is not None or self._http is not None:
+            await asyncio.gather(
+                self._server.stop(grace) if self._server is not None else asyncio.sleep(0),
+                self._http.stop() if self._http is not None else asyncio.sleep(0),
+            )
             self._server = None
+            self._http = None
         self.metrics.stop_http()
         await self.engine.close()
         logger.info("gateway stopped")
@@ -187,6 +207,7 @@ class GatewayServer:
                 "host",
                 "port",
                 "metrics_port",
+                "http_port",
                 "reflection",
                 "max_receive_message_bytes",
                 "max_send_message_bytes",
@@ -307,6 +328,8 @@ def load_config(args: argparse.Namespace, settings: Settings | None = None) -> G
         flags["server"]["port"] = args.port
     if args.metrics_port is not None:
         flags["server"]["metrics_port"] = args.metrics_port
+    if getattr(args, "http_port", None) is not None:
+        flags["server"]["http_port"] = args.http_port
     if args.host is not None:
         flags["server"]["host"] = args.host
     if args.triton_url is not None:
@@ -341,5 +364,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", default=None, help="address to bind (overrides the config)")
     parser.add_argument("--port", type=int, default=None, help="gRPC port (0: a free one)")
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus port")
+    parser.add_argument(
+        "--http-port", type=int, default=None, help="OpenAI-compatible HTTP port (0: a free one)"
+    )
     parser.add_argument("--triton-url", default=None, help="Triton gRPC host:port")
     parser.set_defaults(handler=_run)

@@ -4,6 +4,7 @@
 ``LMFORGE_GATEWAY_HOST``    overrides ``server.host``
 ``LMFORGE_GATEWAY_PORT``    overrides ``server.port``
 ``LMFORGE_METRICS_PORT``    overrides ``server.metrics_port``
+``LMFORGE_HTTP_PORT``       overrides ``server.http_port`` (the OpenAI-compatible HTTP API)
 
 Precedence: command-line flag, then environment, then the YAML file. An empty variable counts
 as unset.
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, validation_alias=AliasChoices("LMFORGE_METRICS_PORT")
     )
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535, validation_alias=AliasChoices("LMFORGE_HTTP_PORT")
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +68,8 @@ class Settings(BaseSettings):
             server["port"] = self.port
         if self.metrics_port is not None:
             server["metrics_port"] = self.metrics_port
+        if self.http_port is not None:
+            server["http_port"] = self.http_port
         triton: dict[str, Any] = {}
         if self.triton_url is not None:
             triton["url"] = self.triton_url

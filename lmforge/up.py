@@ -36,15 +36,24 @@ from trainer.settings import settings as settings_of_trainer
 
 logger = logging.getLogger(__name__)
 
+#: the OpenAI-compatible HTTP API of ``lmforge up`` (docs/openai.md)
+DEMO_HTTP_PORT = 8080
+
 
 def demo_config(
-    triton_url: str, repository: Path, port: int, metrics_port: int | None
+    triton_url: str,
+    repository: Path,
+    port: int,
+    metrics_port: int | None,
+    http_port: int | None = DEMO_HTTP_PORT,
 ) -> GatewayConfig:
     """The gateway in front of the embedded Triton; it reads the same repository, so it
-    tokenizes itself and calls each model's encoder directly."""
+    tokenizes itself and calls each model's encoder directly. The OpenAI-compatible HTTP API
+    is on ``http_port`` (None: off)."""
+    server = {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port}
     return GatewayConfig.from_mapping(
         {
-            "server": {"host": "127.0.0.1", "port": port, "metrics_port": metrics_port},
+            "server": {**server, "http_port": http_port},
             "triton": {"url": triton_url, "repository": str(repository)},
             "models": list(DEMO_MODELS),
         },
@@ -100,11 +109,27 @@ async def _show_calls(target: str) -> None:
     print(
         f"  npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods http://{target}"
     )
-    print("Stop with Ctrl-C.\n", flush=True)
+
+
+def _show_http_calls(port: int) -> None:
+    base = f"http://127.0.0.1:{port}/v1"
+    print(f"\nOpenAI-compatible HTTP API: {base} (docs/openai.md)")
+    print(
+        f"  curl {base}/chat/completions -H 'Content-Type: application/json' -d "
+        """'{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]}'"""
+    )
+    print(
+        f"  curl {base}/embeddings -H 'Content-Type: application/json' -d "
+        """'{"model": "minilm", "input": "hello world"}'"""
+    )
+    print(f"  openai.OpenAI(base_url='{base}', api_key='-').embeddings.create(...)")
 
 
 async def _show_calls_on(server: GatewayServer) -> None:
     await _show_calls(server.address)
+    if server.http_port is not None:
+        _show_http_calls(server.http_port)
+    print("Stop with Ctrl-C.\n", flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,7 +157,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with TritonServer(repository) as triton:
             logger.info("tritonserver ready on %s (log %s)", triton.grpc_url, triton.log_path)
-            config = demo_config(triton.grpc_url, repository, port, args.metrics_port)
+            http_port = args.http_port if args.http_port is not None else settings.http_port
+            if args.no_http:
+                http_port = None
+            elif http_port is None:
+                http_port = DEMO_HTTP_PORT
+            config = demo_config(triton.grpc_url, repository, port, args.metrics_port, http_port)
             with TritonSupervisor(triton, policy, on_give_up=give_up) as supervisor:
                 asyncio.run(serve(config, on_started=_show_calls_on))
     except (TritonStartError, OSError) as exc:
@@ -160,6 +190,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--no-build", action="store_true", help="serve --repository as it is")
     parser.add_argument("--port", type=int, default=None, help="gateway port (default 50051)")
     parser.add_argument("--metrics-port", type=int, default=9464, help="Prometheus port")
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help=f"OpenAI-compatible HTTP API port (default {DEMO_HTTP_PORT}; docs/openai.md)",
+    )
+    parser.add_argument("--no-http", action="store_true", help="serve no HTTP API")
     parser.add_argument(
         "--max-triton-restarts",
         type=int,

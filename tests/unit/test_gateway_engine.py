@@ -106,17 +106,18 @@ QUEUE = {"max_batch_size": 2, "max_in_flight_batches": 1, "max_wait_ms": 0}
 
 
 async def _fill_queue(engine: Engine, backend: FakeBackend) -> list[asyncio.Task[Any]]:
-    """Learn the batch time (one unloaded call), then one batch running and one queued."""
+    """Learn the cost per input (one unloaded call), then one batch running and four queued
+    (the derived budget is four full batches)."""
     await engine.embed(EmbedRequest("e", ("warm up",)))
     running = asyncio.create_task(engine.embed(EmbedRequest("e", ("running",))))
     await eventually(lambda: len(backend.calls) == 2)
-    queued = asyncio.create_task(engine.embed(EmbedRequest("e", ("q1", "q2"))))
+    queued = asyncio.create_task(engine.embed(EmbedRequest("e", tuple(f"q{i}" for i in range(8)))))
 
-    async def two_queued() -> bool:
+    async def four_batches_queued() -> bool:
         (model,) = await engine.models()
-        return model.deployments[0].queued_inputs == 2
+        return model.deployments[0].queued_inputs == 8
 
-    await eventually(two_queued)
+    await eventually(four_batches_queued)
     return [running, queued]
 
 
