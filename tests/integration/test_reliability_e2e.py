@@ -144,7 +144,11 @@ def test_killed_triton_is_answered_unavailable_then_restarted_and_recovered_with
 
             tasks = []
             killed_at = 0.0
-            for i in range(150):  # 10 requests a second for 15 s
+            # 10 requests a second: at least 15 s, and on until 3 s after the supervisor has
+            # Triton back (a restart that loads the generate model can take longer than the
+            # first 15 s on a loaded machine), at most 90 s
+            i = 0
+            while i < 150 or not (stack.restarts and time.monotonic() > stack.restarts[-1] + 3):
                 if i == 20:
                     killed_at = time.monotonic()
                     os.kill(stack.triton.pid, signal.SIGKILL)
@@ -152,6 +156,9 @@ def test_killed_triton_is_answered_unavailable_then_restarted_and_recovered_with
                     health.append(await c.health())
                 tasks.append(asyncio.create_task(one(i)))
                 await asyncio.sleep(0.1)
+                i += 1
+                if i >= 900:
+                    break
             async with asyncio.timeout(10):
                 await asyncio.gather(*tasks)
         return events, health, killed_at
@@ -159,7 +166,7 @@ def test_killed_triton_is_answered_unavailable_then_restarted_and_recovered_with
     pid, prefix = stack.triton.pid, stack.triton.shm_prefix
     events, health, killed_at = asyncio.run(scenario())
     codes = {code for _, _, code in events}
-    assert len(events) == 150 and codes <= {"OK", "UNAVAILABLE"}, codes
+    assert len(events) >= 150 and codes <= {"OK", "UNAVAILABLE"}, codes
     assert max(end - began for began, end, _ in events) < 5.0
     assert "NOT_SERVING" in health
     assert stack.restarts and stack.restarts[-1] > killed_at
