@@ -31,7 +31,8 @@ ENV PATH=/opt/lmforge/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001
-# 50051: gRPC (lmforge.v1.InferenceService, grpc.health.v1, reflection); 9464: Prometheus metrics
-EXPOSE 50051 9464
+# 50051: gRPC (lmforge.v1.InferenceService, grpc.health.v1, reflection); 9464: Prometheus metrics;
+# 8080: the OpenAI-compatible HTTP API (server.http_port in the ConfigMap)
+EXPOSE 50051 9464 8080
 # The config comes from the lmforge-gateway ConfigMap (deploy/k8s/base/gateway-configmap.yaml).
 ENTRYPOINT ["lmforge-gateway", "serve", "--config", "/etc/lmforge/gateway.yaml"]
