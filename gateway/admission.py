@@ -272,16 +272,15 @@ class QueueTimeAdmission:
         self._alpha = alpha
         self.seconds_per_input: float | None = None
         self.seconds_per_batch: float | None = None
-        self.batch_inputs = 1  # max_batch_size of the queue, as last seen
 
-    @property
-    def budget(self) -> float | None:
-        """The budget in force: the explicit one, else the derived one (None until measured)."""
+    def budget(self, max_batch_size: int) -> float | None:
+        """The budget in force for a queue of ``max_batch_size``-input batches: the explicit
+        one, else the derived one (None until measured)."""
         if self.budget_s is not None:
             return self.budget_s
         if self.seconds_per_input is None:
             return None
-        return self.multiple * self.seconds_per_input * self.batch_inputs
+        return self.multiple * self.seconds_per_input * max(1, max_batch_size)
 
     def observe(self, size: int, run_seconds: float, ok: bool = True) -> None:
         """Learn from one finished batch (failed batches say nothing about speed)."""
@@ -308,8 +307,7 @@ class QueueTimeAdmission:
 
     def check(self, name: str, state: QueueState) -> None:
         """Raise :class:`Overloaded` (with the excess as retry delay) above the budget."""
-        self.batch_inputs = max(1, state.max_batch_size)
-        budget = self.budget
+        budget = self.budget(state.max_batch_size)
         if budget is None:
             return
         wait = self.expected_wait(state)

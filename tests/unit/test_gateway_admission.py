@@ -60,11 +60,11 @@ def test_a_count_bound_sized_from_the_budget_and_throughput_never_drops_below_on
 
 def test_by_default_the_budget_is_four_full_batches_at_the_measured_cost_per_input() -> None:
     admission = QueueTimeAdmission()  # no max_queue_ms: on, derived
-    assert admission.budget is None
+    assert admission.budget(16) is None
     admission.check("m", state(10_000))  # nothing measured yet: admitted
     admission.observe(16, 0.080)  # 5 ms an input; the queue's batches hold 16
     admission.check("m", state(63))  # 40 + 3 x 80 ms: three whole batches ahead
-    assert admission.budget == pytest.approx(4 * 0.080)  # 4 x 16 inputs x 5 ms
+    assert admission.budget(16) == pytest.approx(4 * 0.080)  # 4 x 16 inputs x 5 ms
     with pytest.raises(Overloaded, match="4x the measured time of a full batch") as info:
         admission.check("m", state(64))  # 40 + 4 x 80 ms
     assert info.value.retry_after == pytest.approx(0.040)
@@ -74,17 +74,17 @@ def test_the_derived_budget_follows_the_cost_per_input_not_the_size_batches_grow
     admission = QueueTimeAdmission()
     admission.observe(4, 0.020)  # small batches at low load: 5 ms an input
     admission.check("m", state(0))
-    assert admission.budget == pytest.approx(4 * 0.080)
+    assert admission.budget(16) == pytest.approx(4 * 0.080)
     admission.observe(16, 0.080)  # full batches under load, same cost per input
-    assert admission.budget == pytest.approx(4 * 0.080)  # the budget does not grow with them
+    assert admission.budget(16) == pytest.approx(4 * 0.080)  # the budget does not grow with them
     admission.observe(16, 0.160)  # the backend slowed down: the budget follows
-    assert admission.budget == pytest.approx(4 * 16 * (0.005 + 0.2 * 0.005))
+    assert admission.budget(16) == pytest.approx(4 * 16 * (0.005 + 0.2 * 0.005))
 
 
 def test_an_explicit_budget_overrides_the_derived_one_and_the_count_bound_holds() -> None:
     admission = QueueTimeAdmission(10.0)
     admission.observe(16, 0.080)
-    assert admission.budget == 10.0
+    assert admission.budget(16) == 10.0
     admission.admit("m", 4, state(60), max_queued_inputs=64)
     with pytest.raises(Overloaded, match="max_queued_inputs=64"):
         admission.admit("m", 5, state(60), max_queued_inputs=64)
