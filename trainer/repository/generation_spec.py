@@ -11,10 +11,30 @@ Example::
         default_max_new_tokens: 128          # when a request asks for 0 (default: 128)
         max_sequences: 8                     # decoded together (in-flight batching)
         max_kv_tokens: 8192                  # sum of prompt + max_new_tokens over them
-        cpu_threads: 0                       # torch intra-op threads; 0: torch decides
+        max_waiting: 8                       # more requests queued in the engine, at most
+        engine: vllm                         # vllm (default) | builtin
+        vllm:                                # engine vllm only
+          dtype: float32                     # auto | float32 | bfloat16 | float16
+          compile: false                     # torch.compile at start-up (slow start on CPU)
+          kv_cache_gib: 1                    # KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)
+          tensor_parallel_size: 1            # GPUs per model (target tensorrt: CUDA)
+          python_env: null                   # the venv with vllm; null: found (see below)
+        cpu_threads: 0                       # builtin engine: torch intra-op threads
+
+Engine ``vllm`` runs vLLM's async engine inside Triton: ``vllm-cpu`` for target ``cpu``,
+``vllm`` on CUDA for target ``tensorrt`` (the GPU target). vLLM pins a transformers release of
+its own, so it lives in a python environment of its own (``make vllm-env`` makes
+``.venv-vllm`` next to ``.venv``); the model's ``EXECUTION_ENV_PATH`` names it. ``python_env``
+null finds it: ``$LMFORGE_VLLM_ENV``, else ``.venv-vllm`` beside the running environment, else
+the running environment when it imports ``vllm`` itself (e.g. the NGC Triton image). Engine
+``builtin`` is the PyTorch decode loop (float32, no extra environment), for machines without
+vLLM.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -28,7 +48,19 @@ DEFAULT_CHECK_PROMPTS: tuple[str, ...] = (
 )
 
 
+class VllmSpec(StrictModel):
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    compile: bool = False
+    kv_cache_gib: float = Field(default=1.0, gt=0, le=1024)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    python_env: Path | None = None
+
+
 class GenerationSpec(StrictModel):
+    engine: Literal["vllm", "builtin"] = "vllm"
+    vllm: VllmSpec = VllmSpec()
+    max_waiting: int = Field(default=8, ge=0, le=4096)
     max_new_tokens: int = Field(default=512, ge=1, le=32768)
     default_max_new_tokens: int | None = Field(
         default=None, ge=1, le=32768, description="null: 128, or max_new_tokens if smaller"
@@ -70,14 +102,19 @@ class GenerationSpec(StrictModel):
 
     def check_model(self, name: str, target: str, max_length: int, quantize: str) -> None:
         """Rules that involve the enclosing model spec; raises ``ValueError``."""
-        if target != "cpu":
+        if self.engine == "builtin" and target != "cpu":
             raise ValueError(
-                f"model {name!r}: task generate runs as a python-backend model; use target "
-                f"cpu, not {target}"
+                f"model {name!r}: the builtin generate engine runs on CPU; use target cpu, "
+                f"not {target} (or engine vllm)"
+            )
+        if target == "onnxruntime":
+            raise ValueError(
+                f"model {name!r}: task generate runs vLLM; use target cpu (vllm-cpu) or "
+                "tensorrt (the GPU target: vllm on CUDA), not onnxruntime"
             )
         if quantize != "none":
             raise ValueError(f"model {name!r}: quantize {quantize} does not apply to generate")
-        if max_length + self.max_new_tokens > self.max_kv_tokens:
+        if self.engine == "builtin" and max_length + self.max_new_tokens > self.max_kv_tokens:
             raise ValueError(
                 f"model {name!r}: one request of max_length {max_length} + max_new_tokens "
                 f"{self.max_new_tokens} tokens can never fit max_kv_tokens {self.max_kv_tokens}"

@@ -30,13 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:  # a built repository ships the helpers next to this file
     from lmforge_runtime import contract
-    from lmforge_runtime.batch_decoder import BatchDecoder, CapacityError, Job, Limits, Stats
+    from lmforge_runtime.batch_decoder import BatchDecoder, CapacityError, Job, Limits
     from lmforge_runtime.causal_lm import PromptError, load_causal_lm
+    from lmforge_runtime.generate_metrics import GenerateMetrics
+    from lmforge_runtime.generate_request import RequestError, read_request
     from lmforge_runtime.params import string_parameters
     from lmforge_runtime.responder import Responder
-    from lmforge_runtime.sampling import SamplingParams, parameter_problems
     from lmforge_runtime.sequence import Sequence, Step
-    from lmforge_runtime.text import InputTooLongError, decode_texts
+    from lmforge_runtime.text import InputTooLongError
 except ModuleNotFoundError:  # running from the source tree
     from triton_models.runtime import contract
     from triton_models.runtime.batch_decoder import (
@@ -44,14 +45,14 @@ except ModuleNotFoundError:  # running from the source tree
         CapacityError,
         Job,
         Limits,
-        Stats,
     )
     from triton_models.runtime.causal_lm import PromptError, load_causal_lm
+    from triton_models.runtime.generate_metrics import GenerateMetrics
+    from triton_models.runtime.generate_request import RequestError, read_request
     from triton_models.runtime.params import string_parameters
     from triton_models.runtime.responder import Responder
-    from triton_models.runtime.sampling import SamplingParams, parameter_problems
     from triton_models.runtime.sequence import Sequence, Step
-    from triton_models.runtime.text import InputTooLongError, decode_texts
+    from triton_models.runtime.text import InputTooLongError
 
 logger = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -107,75 +108,6 @@ class _Sink:
         self._responder.submit(lambda: self._sender.send(response, flags=FINAL))
 
 
-class _Refused(ValueError):
-    def __init__(self, message: str, code: str = "INVALID_ARG") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _scalar(request: Any, name: str, default: Any) -> Any:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    if tensor is None:
-        return default
-    values = tensor.as_numpy().reshape(-1)
-    if values.size != 1:
-        raise _Refused(
-            contract.invalid_parameter_message(name, f"needs one value, got {values.size}")
-        )
-    return values[0].item()
-
-
-class _Metrics:
-    """Triton custom metrics of the decode loop (absent on servers without them)."""
-
-    def __init__(self, model: str, version: str) -> None:
-        labels = {"model": model, "version": version}
-        family = getattr(pb_utils, "MetricFamily", None)
-        self.enabled = family is not None
-        if family is None:
-            return
-
-        self._families: list[Any] = []  # a family must outlive its metrics
-
-        def metric(name: str, description: str, kind: Any) -> Any:
-            self._families.append(family(name=name, description=description, kind=kind))
-            return self._families[-1].Metric(labels=labels)
-
-        gauge, counter = family.GAUGE, family.COUNTER
-        self.active = metric(
-            "lmforge_generate_active_sequences", "Sequences in the decode batch", gauge
-        )
-        self.waiting = metric(
-            "lmforge_generate_waiting_sequences", "Sequences admitted, not yet prefilled", gauge
-        )
-        self.reserved = metric(
-            "lmforge_generate_reserved_kv_tokens",
-            "KV-cache tokens reserved by admitted sequences (prompt + max_new_tokens)",
-            gauge,
-        )
-        self.cached = metric(
-            "lmforge_generate_cached_tokens", "Real tokens held in the batch's KV cache", gauge
-        )
-        self.tokens = metric("lmforge_generate_tokens", "Tokens generated", counter)
-        self.refused = metric(
-            "lmforge_generate_refused", "Requests refused because the model was full", counter
-        )
-
-    def observe(self, stats: Stats) -> None:
-        if not self.enabled:
-            return
-        self.active.set(float(stats.running))
-        self.waiting.set(float(stats.waiting))
-        self.reserved.set(float(stats.reserved_kv_tokens))
-        self.cached.set(float(stats.cached_tokens))
-        if stats.generated:
-            self.tokens.increment(float(stats.generated))
-
-    def refuse(self) -> None:
-        if self.enabled:
-            self.refused.increment(1.0)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
@@ -194,7 +126,7 @@ class TritonPythonModel:
             max_kv_tokens=int(params[contract.PARAM_MAX_KV_TOKENS]),
         )
         self.lm = load_causal_lm(folder, threads=int(params.get(contract.PARAM_CPU_THREADS, "0")))
-        self.metrics = _Metrics(args["model_name"], args["model_version"])
+        self.metrics = GenerateMetrics(pb_utils, args["model_name"], args["model_version"])
         self.responder = Responder()
         self.decoder = BatchDecoder(
             self.lm.model, limits, pad_id=self.lm.pad_id, on_stats=self.metrics.observe
@@ -208,51 +140,31 @@ class TritonPythonModel:
             limits,
         )
 
-    def _params(self, request: Any) -> SamplingParams:
-        stop_tensor = pb_utils.get_input_tensor_by_name(request, contract.INPUT_STOP)
-        stops = () if stop_tensor is None else tuple(decode_texts(stop_tensor.as_numpy()))
-        seed = _scalar(request, contract.INPUT_SEED, None)
-        params = SamplingParams(
-            max_new_tokens=int(_scalar(request, contract.INPUT_MAX_NEW_TOKENS, 0))
-            or self.default_max_new_tokens,
-            temperature=float(_scalar(request, contract.INPUT_TEMPERATURE, 0.0)),
-            top_p=float(_scalar(request, contract.INPUT_TOP_P, 0.0)),
-            top_k=int(_scalar(request, contract.INPUT_TOP_K, 0)),
-            repetition_penalty=float(_scalar(request, contract.INPUT_REPETITION_PENALTY, 0.0)),
-            seed=None if seed is None else int(seed),
-            stop=stops,
-        )
-        problems = parameter_problems(params, self.max_new_tokens)
-        if problems:
-            name, why = next(iter(problems.items()))
-            raise _Refused(contract.invalid_parameter_message(name, why))
-        return params
-
     def _job(self, request: Any, sender: Any) -> Job:
-        prompt_tensor = pb_utils.get_input_tensor_by_name(request, contract.INPUT_PROMPT)
-        prompts = decode_texts(prompt_tensor.as_numpy())
-        if len(prompts) != 1:
-            raise _Refused(
-                contract.invalid_parameter_message(
-                    contract.INPUT_PROMPT, f"needs one text, got {len(prompts)}"
-                )
-            )
-        params = self._params(request)
+        def get(name: str) -> Any:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        asked = read_request(
+            get,
+            max_new_tokens=self.max_new_tokens,
+            default_max_new_tokens=self.default_max_new_tokens,
+        )
         try:
             ids = self.lm.encode(
-                prompts[0],
-                use_chat_template=bool(_scalar(request, contract.INPUT_USE_CHAT_TEMPLATE, False)),
+                asked.prompt,
+                use_chat_template=asked.use_chat_template,
                 max_length=self.max_length,
-                truncate=bool(_scalar(request, contract.INPUT_TRUNCATE, True)),
+                truncate=asked.truncate,
             )
         except InputTooLongError as exc:
-            raise _Refused(str(exc)) from None
+            raise RequestError(str(exc)) from None
         except PromptError as exc:
-            raise _Refused(contract.invalid_parameter_message(exc.name, str(exc))) from None
+            raise RequestError(contract.invalid_parameter_message(exc.name, str(exc))) from None
         sequence = Sequence(
             request_id=request.request_id() or "",
             prompt_ids=tuple(ids),
-            params=params,
+            params=asked.params,
             decode=self.lm.decode,
             eos_ids=self.lm.eos_ids,
         )
@@ -263,7 +175,7 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             try:
                 self.decoder.submit(self._job(request, sender))
-            except _Refused as exc:
+            except RequestError as exc:
                 self._refuse(sender, str(exc), exc.code)
             except CapacityError as exc:
                 self.metrics.refuse()

