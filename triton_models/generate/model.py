@@ -193,4 +193,5 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.decoder.stop()
         self.responder.close()
+        self.metrics.close()
         logger.info("generate model unloaded")

@@ -17,6 +17,7 @@ whose caller went away is aborted in the engine within ``CANCEL_POLL_S``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import locale
 import logging
@@ -33,10 +34,8 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the stub starts in the C locale, where open() reads ASCII; vLLM and torch read UTF-8 files
-try:
+with contextlib.suppress(locale.Error):  # a system without that locale keeps its own
     locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
-except locale.Error:  # pragma: no cover - a system without that locale
-    pass
 
 try:  # a built repository ships the helpers next to this file
     from lmforge_runtime import contract
@@ -261,4 +260,5 @@ class TritonPythonModel:
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.metrics.close()
         logger.info("generate model unloaded")

@@ -58,3 +58,12 @@ class GenerateMetrics:
     def refuse(self) -> None:
         if self.enabled:
             self.refused.increment(1.0)
+
+    def close(self) -> None:
+        """Drop the metrics while the backend can still take them back (from ``finalize``;
+        left to the interpreter's exit, their release crashes the stub)."""
+        for name in ("active", "waiting", "reserved", "cached", "tokens", "refused"):
+            self.__dict__.pop(name, None)
+        if self.enabled:
+            self._families.clear()
+        self.enabled = False
