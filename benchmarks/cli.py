@@ -32,6 +32,7 @@ from benchmarks import RESULTS, train_speed
 from benchmarks.cascade import register_cascade
 from benchmarks.chaos import register_chaos
 from benchmarks.fallback import register_fallback
+from benchmarks.generate_vs_vllm import register as register_generate
 from benchmarks.perf import register_perf
 from gateway.processes import gateway_config, start_gateway
 from triton_host.launcher import TritonServer
@@ -319,3 +320,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     register_fallback(actions)
     register_cascade(actions)
     register_perf(actions)
+    register_generate(actions)
