@@ -9,8 +9,8 @@ the other, never together (the machine's cores are shared).
 
 Per system and number of streams (closed loop: each stream sends its next request when the
 last one ended, for ``--duration`` seconds; greedy, ``--new-tokens`` per request, the same
-prompts): tokens/s over the wall time, time to first token p50/p99, inter-token time p50 (gaps
-between streamed pieces, per token), requests refused, and the resident memory of the serving
+prompts): tokens/s over the wall time, time to first token p50/p99, inter-token time p50 (the
+gap between two streamed pieces of text, the same way for both), requests refused, and the resident memory of the serving
 processes (lmforge: the generate model's stub and its vLLM processes; vLLM: its server and its
 children). Writes ``generate_vs_vllm.{json,csv,md,png}`` under ``--out``.
 """
@@ -35,9 +35,11 @@ from typing import Any
 import psutil
 
 from benchmarks import RESULTS
+from benchmarks.perf.procs import rss_mib
 from lmforge_core.net import LOCALHOST, free_ports
 from lmforge_core.stats import percentile
 
+SAME_TEXT_PROMPT = "The capital of France is"  # both must decode the same greedy text
 PROMPTS = (
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
     "Explain how a steam engine works, step by step.",
@@ -49,7 +51,6 @@ PROMPTS = (
     "Give advice to someone starting to learn to cook.",
 )
 MODEL = "smollm2"
-MIB = 1024 * 1024
 TARGET_TOKENS = 0.9  # lmforge tokens/s >= 0.9x vLLM's, at 1 and 8 streams
 TARGET_TTFT = 1.2  # lmforge TTFT p50 <= 1.2x vLLM's
 TARGET_SCALING = 5.0  # lmforge 8 streams >= 5x one stream
@@ -60,7 +61,7 @@ class Request:
     first_s: float
     total_s: float
     tokens: int
-    gaps_s: list[float] = field(default_factory=list)  # per token, between streamed pieces
+    gaps_s: list[float] = field(default_factory=list)  # between streamed pieces of text
 
 
 @dataclass
@@ -119,18 +120,7 @@ async def closed_loop(stream: Stream, streams: int, seconds: float, new_tokens: 
 
 
 def _tree_rss(pid: int) -> float:
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total / MIB
+    return rss_mib(pid, children=True)
 
 
 def _stub_pid(triton_pid: int, model: str) -> int | None:
@@ -158,14 +148,14 @@ def _lmforge_stream(client: Any) -> Stream:
         gaps: list[float] = []
         async for chunk in client.generate_stream(MODEL, prompt, max_new_tokens=new_tokens):
             now = time.perf_counter()
-            seen = chunk.usage.output_tokens if chunk.usage is not None else tokens
             if chunk.text:
                 if first is None:
                     first = now - started
-                elif seen > tokens:
-                    gaps += [(now - last) / (seen - tokens)] * (seen - tokens)
+                else:
+                    gaps.append(now - last)
                 last = now
-            tokens = max(tokens, seen)
+            if chunk.usage is not None:
+                tokens = chunk.usage.output_tokens
         total = time.perf_counter() - started
         return Request(first if first is not None else total, total, tokens, gaps)
 
@@ -239,7 +229,7 @@ def _vllm_stream(session: Any, url: str, folder: str) -> Stream:
             "max_tokens": new_tokens,
             "temperature": 0.0,
             "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+            "stream_options": {"include_usage": True},
         }
         started = time.perf_counter()
         first: float | None = None
@@ -255,15 +245,15 @@ def _vllm_stream(session: Any, url: str, folder: str) -> Stream:
                     continue
                 now = time.perf_counter()
                 event = json.loads(line[6:])
-                seen = (event.get("usage") or {}).get("completion_tokens", tokens)
                 text = "".join(c.get("text", "") for c in event.get("choices", []))
                 if text:
                     if first is None:
                         first = now - started
-                    elif seen > tokens:
-                        gaps += [(now - last) / (seen - tokens)] * (seen - tokens)
+                    else:
+                        gaps.append(now - last)
                     last = now
-                tokens = max(tokens, seen)
+                if event.get("usage"):
+                    tokens = int(event["usage"]["completion_tokens"])
         total = time.perf_counter() - started
         return Request(first if first is not None else total, total, tokens, gaps)
 
@@ -434,29 +424,35 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"lmforge: {repository} ({MODEL} on vLLM inside Triton, behind the gateway)", flush=True)
+    ours: list[Point] = []
+    theirs: list[Point] = []
+    our_text = their_text = ""
+    their_start = 0.0
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-generate-") as tmp:
-        ours, our_text = lmforge_points(
-            repository, Path(tmp), args.streams, args.duration, args.new_tokens
-        )
-        print(
-            f"vLLM's own server on {folder} (default settings, max-model-len {max_model_len})",
-            flush=True,
-        )
-        theirs, their_text, their_start = vllm_points(
-            vllm_env,
-            folder,
-            max_model_len,
-            args.streams,
-            args.duration,
-            args.new_tokens,
-            out / "generate_vs_vllm.vllm.log",
-        )
+        if "lmforge" in args.systems:
+            ours, our_text = lmforge_points(
+                repository, Path(tmp), args.streams, args.duration, args.new_tokens
+            )
+        if "vllm" in args.systems:
+            print(
+                f"vLLM's own server on {folder} (default settings, max-model-len {max_model_len})",
+                flush=True,
+            )
+            theirs, their_text, their_start = vllm_points(
+                vllm_env,
+                folder,
+                max_model_len,
+                args.streams,
+                args.duration,
+                args.new_tokens,
+                out / "generate_vs_vllm.vllm.log",
+            )
     points = ours + theirs
     summary = ratios(points)
     notes = [
         f"Greedy, {args.new_tokens} new tokens, closed loop {args.duration:.0f} s per point, "
         "the same 8 prompts.",
-        f"Same greedy text for the first prompt: {'yes' if our_text == their_text else 'no'} "
+        f"Same greedy text for {SAME_TEXT_PROMPT!r}: {'yes' if our_text == their_text else 'no'} "
         f"(lmforge {our_text[:60]!r}; vLLM {their_text[:60]!r}).",
         f"vLLM's server start-up: {their_start:.0f} s.",
     ]
@@ -483,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
             indent=1,
         )
     )
+    if not points:
+        return 1
     with (out / "generate_vs_vllm.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(points[0])))
         writer.writeheader()
@@ -502,5 +500,12 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repository", help="default: the demo repository lmforge up serves")
     parser.add_argument("--vllm-env", help="default: the generate model's EXECUTION_ENV_PATH")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=["lmforge", "vllm"],
+        default=["lmforge", "vllm"],
+        help="measure only some (tuning runs; the ratios need both)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     parser.set_defaults(handler=run)

@@ -174,11 +174,20 @@ def measure(
                 }
                 pids = {"tritonserver": triton.pid, "gateway": gateway.process.pid, **own}
                 summary, cpu = asyncio.run(
-                    _gateway_load(gateway.target, model, task, sentences, load, CpuWindow(pids))
+                    _gateway_load(
+                        gateway.target,
+                        model,
+                        task,
+                        sentences,
+                        load,
+                        CpuWindow(pids, frozenset(own)),
+                    )
                 )
                 figures = model_figures(task, summary, reference, loads[model])
                 figures["cpu_pct"] = cpu
-                figures["rss_mib"] = {name: round(rss_mib(pid), 1) for name, pid in pids.items()}
+                figures["rss_mib"] = {
+                    name: round(rss_mib(pid, name in own), 1) for name, pid in pids.items()
+                }
                 results[model] = figures
                 logger.info(
                     "%s: p50 %.2f ms (in-process %.2f), %.1f/s (in-process %.1f)",
@@ -189,7 +198,9 @@ def measure(
                     reference["throughput"],
                 )
             memory = {"tritonserver": rss_mib(triton.pid), "gateway": rss_mib(gateway.process.pid)}
-            memory.update({f"{STUB_PREFIX}{m}": rss_mib(pid) for m, pid in sorted(stubs.items())})
+            memory.update(
+                {f"{STUB_PREFIX}{m}": rss_mib(pid, True) for m, pid in sorted(stubs.items())}
+            )
     return {
         "models": results,
         "memory_mib": {k: round(v, 1) for k, v in memory.items()},

@@ -19,16 +19,30 @@ from triton_host.bundled import STUB_NAME
 MIB = 1024 * 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` itself (its children not included)."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+def _tree(pid: int, children: bool) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)] if children else [root]
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` in MiB (NaN when it is gone or may not be read)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (with ``children``: and of its live descendants,
+    e.g. the engine processes a vLLM model's stub starts)."""
+    total = 0.0
+    for proc in _tree(pid, children):
+        try:
+            times = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += times.user + times.system
+    return total
+
+
+def rss_mib(pid: int, children: bool = False) -> float:
+    """Resident memory of ``pid`` in MiB, with ``children`` summed over its descendants too
+    (NaN when it is gone or may not be read)."""
     try:
-        return float(psutil.Process(pid).memory_info().rss) / MIB
+        procs = _tree(pid, children)
+        return float(sum(p.memory_info().rss for p in procs)) / MIB
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return math.nan
 
@@ -68,22 +82,23 @@ class CpuWindow:
 
     MACHINE = "machine"
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
+    def __init__(self, pids: Mapping[str, int], trees: frozenset[str] = frozenset()) -> None:
         self.pids = dict(pids)
+        self.trees = trees  # names whose descendants count with them
         self._wall = 0.0
         self._cpu: dict[str, float] = {}
 
     def start(self) -> None:
         self._wall = time.monotonic()
         psutil.cpu_percent(interval=None)  # starts psutil's machine-wide window
-        self._cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._cpu = {name: cpu_seconds(pid, name in self.trees) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         if not self._cpu:
             raise RuntimeError("CpuWindow.stop() before start()")
         wall = time.monotonic() - self._wall
         used = {
-            name: round(100 * (cpu_seconds(pid) - self._cpu[name]) / wall, 1)
+            name: round(100 * (cpu_seconds(pid, name in self.trees) - self._cpu[name]) / wall, 1)
             for name, pid in self.pids.items()
         }
         used[self.MACHINE] = round(psutil.cpu_percent(interval=None), 1)

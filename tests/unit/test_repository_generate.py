@@ -34,11 +34,17 @@ def _model(**overrides: Any) -> dict[str, Any]:
     ("overrides", "message"),
     [
         ({"target": "onnxruntime"}, "use target cpu"),
+        ({"target": "tensorrt", "generation": {"engine": "builtin"}}, "builtin generate engine"),
         ({"quantize": "int8_dynamic"}, "does not apply to generate"),
         (
-            {"max_length": 512, "generation": {"max_new_tokens": 512, "max_kv_tokens": 1000}},
+            {
+                "max_length": 512,
+                "generation": {"engine": "builtin", "max_new_tokens": 512, "max_kv_tokens": 1000},
+            },
             "can never fit max_kv_tokens 1000",
         ),
+        ({"generation": {"vllm": {"dtype": "int4"}}}, "dtype"),
+        ({"generation": {"engine": "tgi"}}, "engine"),
         (
             {"generation": {"max_new_tokens": 10, "default_max_new_tokens": 20}},
             "default_max_new_tokens 20 exceeds max_new_tokens 10",
@@ -73,6 +79,81 @@ def test_generate_config_is_a_valid_decoupled_model_the_gateway_reads() -> None:
     assert isinstance(message, model_config_pb2.ModelConfig)
 
 
+def test_the_vllm_engine_config_names_its_environment_and_round_trips_to_the_model() -> None:
+    from triton_models.runtime.params import string_parameters
+    from triton_models.runtime.vllm_engine import EngineSettings
+
+    spec = parse_spec(
+        {
+            "models": [
+                _model(
+                    max_length=100,
+                    generation={
+                        "max_new_tokens": 50,
+                        "max_sequences": 4,
+                        "max_waiting": 3,
+                        "vllm": {"dtype": "bfloat16", "kv_cache_gib": 2, "compile": True},
+                    },
+                )
+            ]
+        }
+    ).models[0]
+    config = generate_config(spec, chat_template=False, python_env=Path("/envs/vllm"))
+    message = pbtxt.to_model_config(config)
+    assert message.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    params = string_parameters(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    assert params["EXECUTION_ENV_PATH"] == "/envs/vllm"
+    assert params[contract.PARAM_ENGINE] == contract.ENGINE_VLLM
+    settings = EngineSettings.from_parameters(params)
+    assert (settings.max_model_len, settings.max_sequences, settings.max_waiting) == (150, 4, 3)
+    assert (settings.dtype, settings.device, settings.kv_cache_gib, settings.compile) == (
+        "bfloat16",
+        "cpu",
+        2.0,
+        True,
+    )
+    assert settings.environment()["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    args = settings.engine_arguments(Path("/m"))
+    assert args["enforce_eager"] is False and args["max_num_seqs"] == 4
+    assert "tensor_parallel_size" not in args  # CPU: no GPUs to split over
+
+
+def test_the_gpu_target_runs_vllm_on_cuda_with_tensor_parallelism() -> None:
+    from triton_models.runtime.params import string_parameters
+    from triton_models.runtime.vllm_engine import EngineSettings
+
+    spec = parse_spec(
+        {
+            "models": [
+                _model(
+                    target="tensorrt",
+                    generation={"vllm": {"tensor_parallel_size": 2, "dtype": "float16"}},
+                )
+            ]
+        }
+    ).models[0]
+    message = pbtxt.to_model_config(generate_config(spec, chat_template=False))
+    assert message.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_MODEL
+    settings = EngineSettings.from_parameters(
+        string_parameters(json_format.MessageToDict(message, preserving_proto_field_name=True))
+    )
+    args = settings.engine_arguments(Path("/m"))
+    assert settings.device == "cuda" and args["tensor_parallel_size"] == 2
+    assert "VLLM_CPU_KVCACHE_SPACE" not in settings.environment()
+
+
+def test_engine_vllm_without_an_environment_is_a_clear_spec_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.repository import generate
+
+    monkeypatch.setenv(generate.VLLM_ENV_VARIABLE, str(tmp_path / "nowhere"))
+    monkeypatch.setattr(generate.importlib.util, "find_spec", lambda name: None)
+    spec = parse_spec({"models": [_model()]}).models[0]
+    with pytest.raises(SpecError, match="make vllm-env"):
+        generate.vllm_python_env(spec)
+
+
 def tiny_gpt2_export(folder: Path) -> Path:
     """A GPT-2 decoder with MiniLM's WordPiece tokenizer, saved like the trainer's causal-LM
     exports (``AutoModelForCausalLM`` folder, untied head, tokenizer files beside it)."""
@@ -104,7 +185,12 @@ def test_a_trainer_style_causal_lm_builds_into_a_decoupled_model(tmp_path: Path)
                 _model(
                     checkpoint=str(checkpoint),
                     max_length=32,
-                    generation={"max_new_tokens": 32, "max_kv_tokens": 256, "check_tokens": 4},
+                    generation={
+                        "engine": "builtin",
+                        "max_new_tokens": 32,
+                        "max_kv_tokens": 256,
+                        "check_tokens": 4,
+                    },
                 )
             ]
         }

@@ -98,6 +98,8 @@ def generate_config(
             contract.PARAM_VLLM_GPU_MEMORY: f"{v.gpu_memory_utilization:g}",
             contract.PARAM_VLLM_TENSOR_PARALLEL: str(v.tensor_parallel_size),
             contract.PARAM_VLLM_COMPILE: str(v.compile).lower(),
+            contract.PARAM_VLLM_CPU_THREADS_BIND: v.cpu_threads_bind,
+            contract.PARAM_VLLM_CPU_RESERVED: str(v.cpu_reserved_cores),
         }
         if python_env is not None:
             parameters[EXECUTION_ENV_PATH] = str(python_env)

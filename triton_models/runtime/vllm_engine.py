@@ -32,6 +32,8 @@ class EngineSettings:
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     compile: bool = False
+    cpu_threads_bind: str = "auto"
+    cpu_reserved_cores: int = 0
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> EngineSettings:
@@ -47,6 +49,8 @@ class EngineSettings:
             gpu_memory_utilization=float(params[contract.PARAM_VLLM_GPU_MEMORY]),
             tensor_parallel_size=int(params[contract.PARAM_VLLM_TENSOR_PARALLEL]),
             compile=params[contract.PARAM_VLLM_COMPILE] == "true",
+            cpu_threads_bind=params.get(contract.PARAM_VLLM_CPU_THREADS_BIND, "auto"),
+            cpu_reserved_cores=int(params.get(contract.PARAM_VLLM_CPU_RESERVED, "0")),
         )
         if settings.dtype not in DTYPES:
             raise ValueError(f"{contract.PARAM_VLLM_DTYPE} must be one of {DTYPES}")
@@ -59,6 +63,8 @@ class EngineSettings:
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if self.device == "cpu":
             env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.kv_cache_gib:g}"
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_threads_bind
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.cpu_reserved_cores)
         return env
 
     def engine_arguments(self, folder: Path) -> dict[str, Any]:
