@@ -136,8 +136,14 @@ def sentiment_accuracy(export: Path) -> float:
 
 
 def demo_spec(
-    minilm: Path, sentiment: Path, dev_file: Path, smollm2: Path | None = None
+    minilm: Path,
+    sentiment: Path,
+    dev_file: Path,
+    smollm2: Path | None = None,
+    generate_engine: str = "vllm",
 ) -> RepositorySpec:
+    """The demo's spec; ``generate_engine`` serves ``smollm2`` (the integration tests that are
+    not about generation take ``builtin``, which starts in seconds rather than a minute)."""
     parity_data = {"path": str(dev_file), "column": "sentence", "limit": 48}
     common: dict[str, Any] = {
         "target": "cpu",
@@ -169,9 +175,11 @@ def demo_spec(
                 "checkpoint": str(smollm2),
                 "max_length": 1024,
                 "generation": {
+                    "engine": generate_engine,
                     "max_new_tokens": 512,
                     "default_max_new_tokens": 128,
                     "max_sequences": 8,
+                    "max_waiting": 8,
                     "max_kv_tokens": 8192,
                 },
             }
@@ -190,13 +198,17 @@ class DemoBuild:
         return self.report.path
 
 
-def build_demo_repository(out: Path, min_accuracy: float = 0.85) -> DemoBuild:
+def build_demo_repository(
+    out: Path, min_accuracy: float = 0.85, generate_engine: str = "vllm"
+) -> DemoBuild:
     """Train (or reuse) the sentiment model, convert (or reuse) SmolLM2, then build the demo
     repository at ``out``."""
     from trainer.repository.gguf_convert import smollm2_checkpoint
 
     minilm = minilm_checkpoint()
     sentiment = sentiment_checkpoint(min_accuracy)
-    spec = demo_spec(minilm, sentiment, dataset_file("sst2", "dev"), smollm2_checkpoint())
+    spec = demo_spec(
+        minilm, sentiment, dataset_file("sst2", "dev"), smollm2_checkpoint(), generate_engine
+    )
     report = build_repository(spec, out)
     return DemoBuild(report, sentiment, sentiment_accuracy(sentiment))
