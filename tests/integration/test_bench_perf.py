@@ -51,6 +51,12 @@ def _perf(
 @pytest.mark.timeout(600)
 def test_same_commit_passes_and_a_slowed_model_fails(demo_repository: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
+    # runs of 3 s on a shared 2-core machine: the ratios of one commit vary by up to ~40 %
+    # between two of them; a 20 ms sleep on a ~8 ms encoder still triples its latency ratio
+    tolerances = tmp_path / "tolerances.yaml"
+    tolerances.write_text(
+        "latency_ratio: 0.8\nthroughput_ratio: 0.8\nmemory: 0.25\nmemory_slack_mib: 16\n"
+    )
     recorded, _ = _perf(demo_repository, out, "--record-baseline")
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     baseline = json.loads((out / "perf_baseline.json").read_text())
@@ -61,11 +67,20 @@ def test_same_commit_passes_and_a_slowed_model_fails(demo_repository: Path, tmp_
         assert any(name.startswith("stub ") for name in figures["rss_mib"])
     assert {"tritonserver", "gateway", "stub minilm_encoder"} <= set(baseline["memory_mib"])
 
-    again, _ = _perf(demo_repository, out)
+    again, _ = _perf(demo_repository, out, "--tolerances", str(tolerances))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "PASS" in again.stdout
 
-    slowed, _ = _perf(demo_repository, out, "--slow-model", "minilm", "--slow-ms", "20")
+    slowed, _ = _perf(
+        demo_repository,
+        out,
+        "--tolerances",
+        str(tolerances),
+        "--slow-model",
+        "minilm",
+        "--slow-ms",
+        "20",
+    )
     assert slowed.returncode == 1, slowed.stdout + slowed.stderr
     assert "REGRESSION minilm: latency_ratio" in slowed.stdout, slowed.stdout
     assert "REGRESSION sentiment" not in slowed.stdout

@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,12 @@ except ModuleNotFoundError:  # running from the source tree
 logger = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.1
+EXIT_GRACE_S = 5.0
+
+
+def _exit_later() -> None:
+    time.sleep(EXIT_GRACE_S)
+    os._exit(0)
 
 
 def _error(message: str, code_name: str) -> Any:
@@ -262,3 +269,8 @@ class TritonPythonModel:
         self.thread.join(timeout=10)
         self.metrics.close()
         logger.info("generate model unloaded")
+        # vLLM leaves threads behind that can keep this stub from exiting, and Triton then
+        # waits out its exit timeout: once finalize has returned, the stub has EXIT_GRACE_S
+        # to end on its own before it is ended here (a daemon thread still runs while the
+        # interpreter waits for the others)
+        threading.Thread(target=_exit_later, name="exit-guard", daemon=True).start()
