@@ -42,7 +42,10 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
 $(VLLM_VENV)/.installed: constraints-vllm.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q uv==0.13.9
-	$(VLLM_VENV)/bin/uv pip install -q --python $(VLLM_VENV)/bin/python torch==2.13.0 -r constraints-vllm.txt
+	# torch through pip first (it honours pip's config, e.g. a local CPU wheel), then uv, which
+	# keeps it and is told the same wheel folder
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/uv pip install -q --python $(VLLM_VENV)/bin/python $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) torch==2.13.0 -r constraints-vllm.txt
 	$(VLLM_VENV)/bin/uv pip uninstall -q --python $(VLLM_VENV)/bin/python torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/uv pip install -q --python $(VLLM_VENV)/bin/python --no-deps numpy==1.26.4
 	$(VLLM_VENV)/bin/python -c "import vllm, numpy, transformers"

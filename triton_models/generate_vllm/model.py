@@ -171,6 +171,16 @@ class TritonPythonModel:
         live.task = asyncio.current_task()  # type: ignore[assignment]
         self.live[request_id] = live
         produced = 0
+        released = False
+
+        def release() -> None:  # once: the slot goes back before the caller hears the end
+            nonlocal released
+            if not released:
+                released = True
+                self.live.pop(request_id, None)
+                self.admission.leave()
+                self._observe(0)
+
         try:
             stream = self.engine.generate(TokensPrompt(prompt_token_ids=ids), sampling, request_id)
             async for out in stream:
@@ -180,6 +190,7 @@ class TritonPythonModel:
                 if out.finished:
                     reason, stop = finish(piece.finish_reason, piece.stop_reason)
                     response = _response(piece.text, reason, stop, len(ids), produced)
+                    release()  # vLLM has finished the sequence: its slot is free already
                     live.sender.send(response, flags=FINAL)
                     return
                 if piece.text:
@@ -194,9 +205,7 @@ class TritonPythonModel:
                 pb_utils.InferenceResponse(output_tensors=[], error=error), flags=FINAL
             )
         finally:
-            self.live.pop(request_id, None)
-            self.admission.leave()
-            self._observe(0)
+            release()
 
     def _prepare(self, request: Any) -> tuple[list[int], Any]:
         from vllm import SamplingParams
