@@ -35,21 +35,12 @@ from typing import Any
 import psutil
 
 from benchmarks import RESULTS
+from benchmarks.generate_throughput import PROMPTS
 from benchmarks.perf.procs import rss_mib
 from lmforge_core.net import LOCALHOST, free_ports
 from lmforge_core.stats import percentile
 
 SAME_TEXT_PROMPT = "The capital of France is"  # both must decode the same greedy text
-PROMPTS = (
-    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
-    "Explain how a steam engine works, step by step.",
-    "Describe a walk through a busy market in the morning.",
-    "Write a letter to a friend about your summer holidays.",
-    "Explain why the sky is blue to a ten year old.",
-    "Describe the life cycle of a butterfly in detail.",
-    "Write a poem about the sea at night.",
-    "Give advice to someone starting to learn to cook.",
-)
 MODEL = "smollm2"
 TARGET_TOKENS = 0.9  # lmforge tokens/s >= 0.9x vLLM's, at 1 and 8 streams
 TARGET_TTFT = 1.2  # lmforge TTFT p50 <= 1.2x vLLM's
