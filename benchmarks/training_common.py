@@ -57,11 +57,6 @@ def run_config(
     return summary
 
 
-def best_or_final(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
-    best = summary.get("best")
-    return best["eval"] if best else summary["eval"]
-
-
 def fmt(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"

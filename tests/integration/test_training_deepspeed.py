@@ -230,6 +230,7 @@ def multitask_config(tmp: Path, zero_stage: int, steps: int) -> dict[str, Any]:
     write_pairs(tmp / "pairs_dev.tsv", 40, 3)
     sentiment = config["tasks"][0]
     sentiment["imbalance"] = {"method": "focal", "gamma": 2.0, "power": 0.5}
+    sentiment["validation"] = {"fraction": 0.1, "seed": 1}  # what best_metric selects on
     pairs = {
         "train": {"path": str(tmp / "pairs_train.tsv")},
         "dev": {"path": str(tmp / "pairs_dev.tsv")},
@@ -305,11 +306,20 @@ def test_export_metrics_are_those_of_the_weights_it_holds(multitask_run: Path) -
     summary = json.loads((multitask_run / "model" / "metrics.json").read_text())
     best = summary["best"]
     assert best is not None and best["metric"] == "sentiment/macro_f1"
+    assert best["split"] == "validation"  # selected on rows carved out of train, not on dev
+    records = [
+        json.loads(line) for line in (multitask_run / "metrics.jsonl").read_text().splitlines()
+    ]
+    evals = [r for r in records if "eval" in r and "step" in r and "split" in r]
+    assert evals and all(r["split"]["sentiment"] == "validation" for r in evals)
+    assert summary["eval_split"] == "dev" and summary["exported"] == "best"
     for task in ("sentiment", "similarity"):
         exported = json.loads((multitask_run / "exports" / task / "metrics.json").read_text())
         assert exported["source"] == "best"
         assert exported["step"] == best["step"]
-        assert exported["eval"] == best["eval"]
+        assert exported["selection"] == best
+        assert exported["eval_split"] == "dev"
+        assert exported["eval"] == summary["eval"]  # dev, once, on the exported weights
     bundle = json.loads((multitask_run / "best" / "metrics.json").read_text())
     assert bundle["step"] == best["step"]
 

@@ -122,3 +122,37 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
 def test_example_configs_are_valid(path: Path) -> None:
     config = load_config(path)
     assert config.tasks
+
+
+def test_selecting_on_dev_is_refused_unless_said(tmp_path: Path) -> None:
+    data = minimal(training={"max_steps": 5, "best_metric": "sst2/accuracy"})
+    data["tasks"][0]["dev"] = {"path": "dev.tsv"}
+    with pytest.raises(ConfigError, match=r"has no validation split.*select_on: dev"):
+        parse_config(data, tmp_path)
+    data["training"]["select_on"] = "dev"
+    assert parse_config(data, tmp_path).watched_split(parse_config(data, tmp_path).tasks[0]) == (
+        "dev"
+    )
+    del data["training"]["select_on"]
+    data["tasks"][0]["validation"] = {"fraction": 0.1}
+    config = parse_config(data, tmp_path)
+    assert config.watched_split(config.tasks[0]) == "validation"
+
+
+def test_validation_split_takes_exactly_one_size(tmp_path: Path) -> None:
+    data = minimal()
+    data["tasks"][0]["validation"] = {"rows": 10, "fraction": 0.1}
+    with pytest.raises(ConfigError, match="exactly one of validation.rows"):
+        parse_config(data, tmp_path)
+
+
+def test_early_stopping_needs_a_metric_to_watch(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="early_stopping needs best_metric"):
+        parse_config(minimal(training={"max_steps": 5, "early_stopping": 2}), tmp_path)
+
+
+def test_every_shipped_config_that_selects_does_so_on_validation() -> None:
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        config = load_config(path)
+        if config.training.best_metric is not None:
+            assert config.training.select_on == "validation", path.name

@@ -122,6 +122,28 @@ class DataSource(StrictModel):
     max_rows: int | None = Field(None, ge=1)
 
 
+VALIDATION = "validation"
+DEV = "dev"
+
+
+class ValidationSplit(StrictModel):
+    """Rows held out of a task's training file for checkpoint selection and early stopping,
+    so that dev (or test) is evaluated once, at the end, on data nothing was chosen on.
+
+    Exactly one of ``rows`` and ``fraction``; classification splits are stratified by label.
+    The same ``seed`` and file give the same split on every rank and every resume."""
+
+    rows: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0.0, le=0.5)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_size(self) -> ValidationSplit:
+        if (self.rows is None) == (self.fraction is None):
+            raise ValueError("set exactly one of validation.rows and validation.fraction")
+        return self
+
+
 class ImbalanceConfig(StrictModel):
     """Class-imbalance handling for a classification task.
 
@@ -139,6 +161,7 @@ class TaskConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     type: TaskType
     train: DataSource
+    validation: ValidationSplit | None = None
     dev: DataSource | None = None
     text_fields: list[str] = Field(min_length=1, max_length=2)
     label_field: str | None = None
@@ -225,11 +248,19 @@ class LoopConfig(StrictModel):
     group_by_length: bool = False
     best_metric: str | None = None
     best_mode: Literal["max", "min"] = "max"
+    # the split best_metric is read on: the task's validation split (carved from its training
+    # file), or - only when a config says so - its dev split, which then no longer measures
+    # the selected model on unseen data
+    select_on: Literal["validation", "dev"] = "validation"
+    # stop after this many evaluations in a row without a better best_metric
+    early_stopping: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_length(self) -> LoopConfig:
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("set exactly one of training.max_steps and training.epochs")
+        if self.early_stopping is not None and (self.best_metric is None or not self.eval_every):
+            raise ValueError("training.early_stopping needs best_metric and eval_every")
         return self
 
 
@@ -274,7 +305,24 @@ class RunConfig(StrictModel):
                 raise ValueError(
                     f"training.best_metric={best!r} must be 'TASK/METRIC' with TASK one of {names}"
                 )
+            task = self.tasks[names.index(task_name)]
+            if self.training.select_on == VALIDATION and task.validation is None:
+                raise ValueError(
+                    f"training.best_metric={best!r} selects checkpoints, and task "
+                    f"{task_name!r} has no validation split: add "
+                    f"tasks[{task_name}].validation (e.g. {{fraction: 0.05}}) so that dev "
+                    "stays unseen, or set training.select_on: dev to select on dev knowingly"
+                )
+            if self.training.select_on == DEV and task.dev is None:
+                raise ValueError(f"training.select_on: dev, but task {task_name!r} has no dev")
         return self
+
+    def watched_split(self, task: TaskConfig) -> str:
+        """The split a task is evaluated on during training: its validation split when it
+        has one (and selection is not told to use dev), else dev."""
+        if task.validation is not None and self.training.select_on == VALIDATION:
+            return VALIDATION
+        return DEV
 
     @property
     def tokenizer_path(self) -> Path:

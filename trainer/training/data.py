@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trainer.datasets import Record, read_records
-from trainer.errors import DataError
-from trainer.training.config import DataSource, TaskConfig
+from trainer.errors import ConfigError, DataError
+from trainer.training.config import DataSource, TaskConfig, ValidationSplit
 
 logger = logging.getLogger(__name__)
 _MAX_LOGGED_SKIPS = 5
@@ -135,3 +137,50 @@ def load_examples(
         skipped=len(skipped),
         skipped_lines=skipped,
     )
+
+
+def _subset(examples: Examples, indices: np.ndarray, suffix: str) -> Examples:
+    labels = examples.labels
+    return Examples(
+        path=f"{examples.path}{suffix}",
+        texts=[examples.texts[i] for i in indices],
+        labels=[labels[i] for i in indices] if labels is not None else None,  # type: ignore[misc]
+        label_names=examples.label_names,
+    )
+
+
+def split_validation(
+    train: Examples, split: ValidationSplit, *, stratify: bool
+) -> tuple[Examples, Examples]:
+    """``(train without the held-out rows, the held-out rows)``: a seeded random split, by
+    label when ``stratify`` (each class keeps its share, and at least one row of a class with
+    two or more). The order of the remaining training rows is unchanged."""
+    n = len(train)
+    size = split.rows if split.rows is not None else round(n * (split.fraction or 0.0))
+    if size < 1 or size > n // 2:
+        raise ConfigError(
+            f"{train.path}: a validation split of {size} rows out of {n} training rows; "
+            "it must hold at least one row and at most half of them"
+        )
+    rng = np.random.default_rng(split.seed)
+    if stratify and train.labels is not None:
+        labels = np.asarray(train.labels, dtype=np.int64)
+        classes, counts = np.unique(labels, return_counts=True)
+        quota = np.floor(counts * size / n).astype(np.int64)
+        quota[(quota == 0) & (counts >= 2)] = 1
+        rest = size - int(quota.sum())  # rounding: the largest remainders take the rest
+        if rest > 0:
+            remainder = counts * size / n - np.floor(counts * size / n)
+            for c in np.argsort(-remainder, kind="stable")[:rest]:
+                quota[c] += 1
+        for _ in range(-rest):  # the one-row minimums overshot: the largest classes give back
+            quota[int(np.argmax(quota))] -= 1
+        chosen = [
+            rng.permutation(np.flatnonzero(labels == cls))[: int(q)]
+            for cls, q in zip(classes, quota, strict=True)
+        ]
+        held = np.sort(np.concatenate(chosen))
+    else:
+        held = np.sort(rng.permutation(n)[:size])
+    keep = np.setdiff1d(np.arange(n), held, assume_unique=True)
+    return _subset(train, keep, ""), _subset(train, held, "#validation")

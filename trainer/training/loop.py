@@ -191,6 +191,8 @@ class Trainer:
         self.step = 0
         self.micro = 0
         self.best: dict[str, Any] | None = None
+        self.since_best = 0  # evaluations since best_metric last improved
+        self.last_eval: dict[str, dict[str, float]] = {}
         tensorboard = self.out / "tensorboard" if self.rank == 0 else None
         self.log = MetricsLog(self.out / "metrics.jsonl", tensorboard)
         if self.rank == 0:
@@ -214,6 +216,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "streams": [s.state_dict() for s in self.streams],
             "best": self.best,
+            "since_best": self.since_best,
             "world_size": self.world,
         }
 
@@ -228,6 +231,7 @@ class Trainer:
         for stream, saved in zip(self.streams, state["streams"], strict=True):
             stream.load_state_dict(saved)
         self.best = state["best"]
+        self.since_best = int(state.get("since_best", 0))
         if self.rank == 0:
             self.log.truncate_after(self.step)
 
@@ -279,12 +283,24 @@ class Trainer:
                 sums.zero_()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total:
                 self._evaluate_and_select()
+                if self.stop_early():
+                    if self.rank == 0:
+                        logger.info(
+                            "early stop at step %d: %s has not improved in %d evaluations "
+                            "(best %.4f at step %d)",
+                            self.step,
+                            cfg.best_metric,
+                            self.since_best,
+                            self.best["value"] if self.best else float("nan"),
+                            self.best["step"] if self.best else 0,
+                        )
+                    break
             if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total:
                 checkpoint.save(
                     self.engine, self.ckpt_dir, self.step, self.state_dict(), cfg.keep_checkpoints
                 )
         bar.close()
-        final = self._evaluate_and_select()
+        final = self.last_eval if self.stop_early() else self._evaluate_and_select()
         summary = self._finish(final, time.monotonic() - started)
         self.log.close()
         return summary
@@ -310,15 +326,18 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, dict[str, float]]:
+        """Collective: every task on its watched split (validation when it has one), the
+        rows striped over the ranks."""
         self.engine.eval()
         results: dict[str, dict[str, float]] = {}
         bs = self.config.training.eval_batch_size
         for task in self.tasks:
-            if task.dev is None:
+            examples = task.split(self.config.watched_split(task.config))
+            if examples is None:
                 continue
-            mine = list(range(self.rank, len(task.dev), self.world))
-            batches = math.ceil(math.ceil(len(task.dev) / self.world) / bs)
-            acc = EvalAccumulator(task)
+            mine = list(range(self.rank, len(examples), self.world))
+            batches = math.ceil(math.ceil(len(examples) / self.world) / bs)
+            acc = EvalAccumulator(task, examples)
             for b in range(batches):
                 chunk = mine[b * bs : (b + 1) * bs]
                 valid = [True] * len(chunk)
@@ -327,7 +346,7 @@ class Trainer:
                 generator = torch.Generator().manual_seed(
                     derived_seed(self.config.seed, b, self.rank, 3)
                 )
-                batch = self.collate(task, task.dev, chunk, generator)
+                batch = self.collate(task, examples, chunk, generator)
                 with self.precision.forward():
                     out = self.engine(task=task.name, **batch)
                 acc.add(out, chunk, valid)
@@ -337,13 +356,37 @@ class Trainer:
         self.engine.train()
         return results
 
+    @torch.no_grad()
+    def evaluate_dev(self, model: MultiTaskModel) -> dict[str, dict[str, float]]:
+        """Every task with a dev split, on ``model`` (rank 0's copy of the selected weights):
+        the one look at dev a run takes."""
+        model.eval()
+        results: dict[str, dict[str, float]] = {}
+        bs = self.config.training.eval_batch_size
+        for task in self.tasks:
+            if task.dev is None:
+                continue
+            acc = EvalAccumulator(task, task.dev)
+            for b, start in enumerate(range(0, len(task.dev), bs)):
+                chunk = list(range(start, min(start + bs, len(task.dev))))
+                generator = torch.Generator().manual_seed(derived_seed(self.config.seed, b, 0, 4))
+                batch = self.collate(task, task.dev, chunk, generator)
+                with self.precision.forward():
+                    out = model(task=task.name, **batch)
+                acc.add(out, chunk, [True] * len(chunk))
+            results[task.name] = acc.compute([acc.state()])
+        return results
+
+    def _splits(self) -> dict[str, str]:
+        return {t.name: self.config.watched_split(t.config) for t in self.tasks}
+
     def _evaluate_and_select(self) -> dict[str, dict[str, float]]:
-        results = self.evaluate()
+        results = self.last_eval = self.evaluate()
         if not results:
             return results
         if self.rank == 0:
-            self.log.write({"step": self.step, "eval": results})
-            logger.info("step %d eval: %s", self.step, json.dumps(results))
+            self.log.write({"step": self.step, "eval": results, "split": self._splits()})
+            logger.info("step %d eval (%s): %s", self.step, self._splits(), json.dumps(results))
         cfg = self.config.training
         if cfg.best_metric is None:
             return results
@@ -359,10 +402,18 @@ class Trainer:
                 "step": self.step,
                 "value": value,
                 "metric": cfg.best_metric,
+                "split": self.config.watched_split(self.config.task(task_name)),
                 "eval": results,
             }
-            self._write_bundle(self.out / "best", {"step": self.step, "eval": results})
+            self.since_best = 0
+            self._write_bundle(self.out / "best", {"step": self.step, "selection": self.best})
+        else:
+            self.since_best += 1
         return results
+
+    def stop_early(self) -> bool:
+        patience = self.config.training.early_stopping
+        return patience is not None and self.since_best >= patience
 
     # -- output -------------------------------------------------------------------------------
     def _rank0(self, what: str, work: Callable[[], T]) -> T | None:
@@ -406,27 +457,30 @@ class Trainer:
         return self._rank0(f"writing {folder}", write)
 
     def _finish(self, final: dict[str, dict[str, float]], seconds: float) -> dict[str, Any]:
-        summary = {
+        """Write ``model/`` (the last weights), evaluate the selected weights (``best/`` when
+        a best_metric chose them, else the last) on dev once, export them with those numbers
+        and say in every metrics.json which split each number comes from."""
+        summary: dict[str, Any] = {
             "step": self.step,
-            "eval": final,
+            "last_eval": {"split": self._splits(), "eval": final},
             "best": self.best,
             "train_seconds": seconds,
         }
         model = self._write_bundle(self.out / "model", summary)
 
-        def export() -> None:
+        def export() -> dict[str, Any]:
             source: MultiTaskModel | None = model
-            # an export carries the metrics of the weights it holds: best/'s when it exists
-            metrics = {"source": "model", "step": self.step, "eval": final}
+            exported: dict[str, Any] = {"source": "model", "step": self.step}
             if self.best is not None:
-                from trainer.training.export import load_bundle
-
                 source, _ = load_bundle(self.out / "best")
-                metrics = {"source": "best", "step": self.best["step"], "eval": self.best["eval"]}
+                exported = {"source": "best", "step": self.best["step"]}
             if source is None:
                 raise CheckpointError("no model to export")
+            dev = self.evaluate_dev(source)
+            exported.update(eval=dev, eval_split="dev", selection=self.best)
+            metrics = {**exported, "train_seconds": seconds}
             extras = {
-                "metrics.json": json.dumps({**metrics, "train_seconds": seconds}, indent=2),
+                "metrics.json": json.dumps(metrics, indent=2),
                 "run.yaml": dump_config(self.config),
             }
             for task in self.tasks:
@@ -437,13 +491,20 @@ class Trainer:
                     self.out / "exports" / task.name,
                     extra_files=extras,
                 )
+            summary.update(eval=dev, eval_split="dev", exported=exported["source"])
+            (self.out / "model" / "metrics.json").write_text(
+                json.dumps(summary, indent=2), encoding="utf-8"
+            )
             self.log.write({"step": self.step, "summary": summary})
+            logger.info("dev (once, on the %s weights): %s", exported["source"], json.dumps(dev))
             logger.info(
                 "finished %d steps in %.1f s; model in %s", self.step, seconds, self.out / "model"
             )
+            return summary
 
-        self._rank0("exporting the tasks", export)
-        return summary
+        written = [self._rank0("exporting the tasks", export)]
+        dist.broadcast_object_list(written, src=0)  # every rank returns rank 0's summary
+        return written[0] or summary
 
 
 def train(config: RunConfig, resume: bool = False) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from trainer.training import metrics as M
-from trainer.training.config import PAIR_INPUT_TASKS, TaskConfig
-from trainer.training.data import Examples, load_examples
+from trainer.training.config import PAIR_INPUT_TASKS, VALIDATION, TaskConfig
+from trainer.training.data import Examples, load_examples, split_validation
 from trainer.training.modeling import IGNORE_INDEX, HeadOutput, HeadSpec
 from trainer.training.sampling import class_weights
 
@@ -24,10 +24,15 @@ class Task:
     train: Examples
     dev: Examples | None
     spec: HeadSpec
+    validation: Examples | None = None  # carved out of train: what selection may look at
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def split(self, name: str) -> Examples | None:
+        """``validation`` or ``dev``."""
+        return self.validation if name == VALIDATION else self.dev
 
     def example_weights(self) -> np.ndarray | None:
         """Per-example sampling weights for oversampling, else None (uniform)."""
@@ -45,6 +50,11 @@ def text_lengths(examples: Examples) -> np.ndarray:
 
 def load_task(config: TaskConfig) -> Task:
     train = load_examples(config, config.train, for_training=True)
+    validation = None
+    if config.validation is not None:
+        train, validation = split_validation(
+            train, config.validation, stratify=config.type == "classification"
+        )
     dev = (
         load_examples(config, config.dev, train.label_names, for_training=False)
         if config.dev is not None
@@ -70,14 +80,15 @@ def load_task(config: TaskConfig) -> Task:
         contrastive_scale=config.contrastive_scale,
     )
     logger.info(
-        "task %s (%s): %d train rows, %s dev rows%s",
+        "task %s (%s): %d train rows, %s validation rows (carved from train), %s dev rows%s",
         config.name,
         config.type,
         len(train),
+        len(validation) if validation is not None else "no",
         len(dev) if dev is not None else "no",
         f", {train.skipped} malformed rows skipped" if train.skipped else "",
     )
-    return Task(config, train, dev, spec)
+    return Task(config, train, dev, spec, validation)
 
 
 class Collator:
@@ -152,14 +163,16 @@ class Collator:
 class EvalAccumulator:
     """Collects one task's per-row outputs on a rank; ``compute`` turns them into metrics."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, examples: Examples) -> None:
         self.task = task
+        self.examples = examples
         self.rows: list[dict[str, float]] = []
         self.nll = 0.0
         self.tokens = 0
 
     def add(self, out: HeadOutput, indices: list[int], valid: list[bool]) -> None:
-        """Record a dev batch; ``valid`` is False for rows that only pad the last batch."""
+        """Record a batch of ``examples``; ``valid`` is False for rows that only pad the last
+        batch."""
         kind = self.task.config.type
         if kind in ("masked_lm", "causal_lm"):
             if all(valid):
@@ -168,7 +181,7 @@ class EvalAccumulator:
             return
         if kind == "embedding_distillation" and len(self.task.config.text_fields) == 1:
             return  # unlabeled single texts: nothing to score on dev
-        gold = self.task.dev.labels if self.task.dev is not None else None
+        gold = self.examples.labels
         output = out.output.detach().float()
         if kind in PAIR_INPUT_TASKS and len(self.task.config.text_fields) == 2:
             half = output.size(0) // 2
