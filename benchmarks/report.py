@@ -24,11 +24,15 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from lmforge_core.strict import StrictModel, load_yaml_mapping, validate
+
+if TYPE_CHECKING:
+    from trainer.repository.quantize import Scored
 
 logger = logging.getLogger(__name__)
 
@@ -184,13 +188,15 @@ def _served(
     }
 
 
-def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> dict[str, Any]:
+def measure_model(
+    config: ReportConfig, model: ReportModel, workdir: Path
+) -> tuple[dict[str, Any], Scored]:
     import onnx
 
     from trainer.datasets import read_column
     from trainer.repository.builder import build_repository
     from trainer.repository.parity import ort_runner, row_wise
-    from trainer.repository.quantize import task_metric
+    from trainer.repository.quantize import task_scores
     from trainer.repository.reference import in_process_throughput, served_row_wise
     from trainer.repository.spec import MetricGate, parse_spec
     from triton_models.runtime.text import TextEncoder
@@ -215,9 +221,10 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
     one_by_one = served_row_wise(repository, name)  # measured as it is served
     if one_by_one:
         runner = row_wise(runner)
-    metric, value, rows = task_metric(
+    scored = task_scores(
         runner, config.task, gate, encoder, names, report.labels, report.text_pairs
     )
+    metric, value, rows = scored.metric, scored.value, len(scored.gold)
     sentences = read_column(ev.path, ev.text_column, ev.limit)
     speeds = in_process_throughput(
         graph,
@@ -249,7 +256,27 @@ def measure_model(config: ReportConfig, model: ReportModel, workdir: Path) -> di
     if config.serve is not None:
         row.update(_served(repository, name, config.task, sentences, config.serve, workdir))
     logger.info("%s: %s", model.name, row)
-    return row
+    return row, scored
+
+
+def add_intervals(
+    rows: list[dict[str, Any]], scores: list[Scored], baseline: int, samples: int = 1000
+) -> None:
+    """95 % bootstrap intervals over the evaluation rows: of each model's metric, and of its
+    ratio to the baseline's, resampling the same rows for both (a paired interval)."""
+    from lmforge_core.stats import bootstrap_indices, interval
+    from trainer.repository.quantize import metric_value
+
+    draws = bootstrap_indices(len(scores[baseline].gold), samples)
+    replicates = [
+        np.asarray([metric_value(s.metric, s.predictions[i], s.gold[i]) for i in draws])
+        for s in scores
+    ]
+    for row, values in zip(rows, replicates, strict=True):
+        row["metric_ci95"] = [round(v, 4) for v in interval(values)]
+        ratio = values / replicates[baseline]
+        row["vs_baseline_ci95"] = [round(v, 4) for v in interval(ratio)]
+        row["bootstrap_samples"] = samples
 
 
 def _layers(checkpoint: Path) -> int:
@@ -261,15 +288,17 @@ def _markdown(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> str:
     metric = baseline["metric"]
     base_torch = baseline["torch_fp32_bs32_per_s"]
     head = (
-        f"| model | layers | quantize | {metric} | vs {baseline['model']} | ONNX bs1/s | "
+        f"| model | layers | quantize | {metric} (95 % CI) | vs {baseline['model']} (95 % CI) | "
+        "ONNX bs1/s | "
         f"ONNX bs32/s | bs32 speed-up vs {baseline['model']} PyTorch FP32 | bs1 p50 ms | MB | "
         "Triton load s | served p50 ms | served /s |"
     )
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['layers']} | {r['quantize']} | {r[metric]:.4f} | "
-            f"{r[metric] / baseline[metric]:.3f} | {r['onnx_bs1_per_s']:.0f} | "
+            f"| {r['model']} | {r['layers']} | {r['quantize']} | {r[metric]:.4f} "
+            f"({_span(r['metric_ci95'])}) | {r[metric] / baseline[metric]:.3f} "
+            f"({_span(r['vs_baseline_ci95'])}) | {r['onnx_bs1_per_s']:.0f} | "
             f"{r['onnx_bs32_per_s']:.0f} | {r['onnx_bs32_per_s'] / base_torch:.2f}x | "
             f"{r['onnx_bs1_p50_ms']:.2f} | {r['file_mb']:.1f} | {r['triton_load_s']:.2f} | "
             f"{r.get('served_p50_ms', float('nan')):.2f} | "
@@ -277,10 +306,19 @@ def _markdown(rows: list[dict[str, Any]], baseline: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append(
+        f"{metric} on {baseline['rows']} rows of the evaluation file; 95 % intervals from "
+        f"{baseline['bootstrap_samples']} bootstrap resamplings of those rows (the ratio's "
+        "interval resamples the same rows for both models)."
+    )
+    lines.append(
         f"Baseline: {baseline['model']} in PyTorch FP32 eager at batch 32: "
         f"{base_torch:.0f} sentences/s (sorted by length, same sentences)."
     )
     return "\n".join(lines) + "\n"
+
+
+def _span(bounds: list[float]) -> str:
+    return f"{bounds[0]:.3f} to {bounds[1]:.3f}"
 
 
 def _plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
@@ -304,8 +342,11 @@ def _plot(rows: list[dict[str, Any]], metric: str, path: Path) -> None:
 
 def run_report(config: ReportConfig) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="lmforge-report-") as tmp:
-        rows = [measure_model(config, model, Path(tmp)) for model in config.models]
-    baseline = next((r for r in rows if r["model"] == config.baseline), rows[0])
+        measured = [measure_model(config, model, Path(tmp)) for model in config.models]
+    rows = [row for row, _ in measured]
+    index = next((i for i, r in enumerate(rows) if r["model"] == config.baseline), 0)
+    add_intervals(rows, [scored for _, scored in measured], index)
+    baseline = rows[index]
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

@@ -30,3 +30,17 @@ def percentile(values: Iterable[float], q: float, *, method: Method = "linear") 
 def rounded(value: float | None, ndigits: int = 2) -> float | None:
     """``round(value, ndigits)``, None staying None (a percentile of no samples)."""
     return None if value is None else round(value, ndigits)
+
+
+def bootstrap_indices(rows: int, samples: int = 1000, seed: int = 0) -> np.ndarray:
+    """``samples`` resamplings of ``rows`` row indices with replacement, shape
+    ``(samples, rows)``. Using the same indices for several models gives paired intervals
+    (of a difference or a ratio between them)."""
+    return np.random.default_rng(seed).integers(0, rows, size=(samples, rows))
+
+
+def interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval holding ``level`` of ``values`` (e.g. bootstrap replicates)."""
+    data = np.fromiter(values, dtype=np.float64)
+    tail = (1.0 - level) / 2.0 * 100.0
+    return float(np.percentile(data, tail)), float(np.percentile(data, 100.0 - tail))

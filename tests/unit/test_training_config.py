@@ -142,7 +142,7 @@ def test_selecting_on_dev_is_refused_unless_said(tmp_path: Path) -> None:
 def test_validation_split_takes_exactly_one_size(tmp_path: Path) -> None:
     data = minimal()
     data["tasks"][0]["validation"] = {"rows": 10, "fraction": 0.1}
-    with pytest.raises(ConfigError, match="exactly one of validation.rows"):
+    with pytest.raises(ConfigError, match=r"exactly one of validation\.rows"):
         parse_config(data, tmp_path)
 
 

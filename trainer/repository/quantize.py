@@ -172,6 +172,51 @@ def _outputs(
     return np.concatenate([run(f) for f in feed_batches(encoder, texts, names, pairs)])
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A graph's answers on a labelled slice, row by row: the predicted class (accuracy) or
+    score (Spearman) of each row next to its gold label, so a report can resample rows."""
+
+    metric: str
+    predictions: np.ndarray
+    gold: np.ndarray
+
+    @property
+    def value(self) -> float:
+        return metric_value(self.metric, self.predictions, self.gold)
+
+
+def metric_value(metric: str, predictions: np.ndarray, gold: np.ndarray) -> float:
+    if metric == "accuracy":
+        return float((predictions == gold).mean())
+    return spearman(predictions, gold)
+
+
+def task_scores(
+    run: Runner,
+    task: str,
+    gate: MetricGate,
+    encoder: TextEncoder,
+    names: Sequence[str],
+    labels: Sequence[str],
+    text_pairs: bool,
+) -> Scored:
+    """A graph on a labelled slice: accuracy for a classifier, Spearman for a regression head
+    or (on scored pairs, by cosine) for an embedder."""
+    texts, pairs, gold = _labelled(gate, labels)
+    if task == contract.TASK_EMBED:
+        if pairs is None:
+            raise ExportError(f"{gate.path}: an embedder is scored on pairs: set pair_column")
+        a = _outputs(run, encoder, names, texts, None)
+        b = _outputs(run, encoder, names, pairs, None)
+        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        return Scored("spearman", cosine, np.asarray(gold, dtype=np.float64))
+    out = _outputs(run, encoder, names, texts, pairs if text_pairs else None)
+    if out.shape[1] == 1:
+        return Scored("spearman", out[:, 0], np.asarray(gold, dtype=np.float64))
+    return Scored("accuracy", out.argmax(axis=1), np.asarray(gold, dtype=np.int64))
+
+
 def task_metric(
     run: Runner,
     task: str,
@@ -181,21 +226,9 @@ def task_metric(
     labels: Sequence[str],
     text_pairs: bool,
 ) -> tuple[str, float, int]:
-    """``(metric name, value, rows)`` of a graph on a labelled slice: accuracy for a
-    classifier, Spearman for a regression head or (on scored pairs) for an embedder."""
-    texts, pairs, gold = _labelled(gate, labels)
-    if task == contract.TASK_EMBED:
-        if pairs is None:
-            raise ExportError(f"{gate.path}: an embedder is scored on pairs: set pair_column")
-        a = _outputs(run, encoder, names, texts, None)
-        b = _outputs(run, encoder, names, pairs, None)
-        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        return "spearman", spearman(cosine, gold), len(gold)
-    out = _outputs(run, encoder, names, texts, pairs if text_pairs else None)
-    if out.shape[1] == 1:
-        return "spearman", spearman(out[:, 0], gold), len(gold)
-    accuracy = float((out.argmax(axis=1) == np.asarray(gold, dtype=np.int64)).mean())
-    return "accuracy", accuracy, len(gold)
+    """``(metric name, value, rows)`` of :func:`task_scores`."""
+    scored = task_scores(run, task, gate, encoder, names, labels, text_pairs)
+    return scored.metric, scored.value, len(scored.gold)
 
 
 def quantize_with_gate(
