@@ -95,6 +95,17 @@ class ModelConfig(StrictModel):
         return path
 
 
+class AugmentConfig(StrictModel):
+    """Perturbed training rows as transfer data for a single-sentence classification task
+    (``trainer/training/augment.py``): ``probability`` of a row being perturbed, then per
+    word piece the chance of a swap with its neighbour, of the mask token, of deletion."""
+
+    probability: float = Field(0.5, ge=0.0, le=1.0)
+    token_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    mask: float = Field(0.1, ge=0.0, lt=1.0)
+    swap: float = Field(0.05, ge=0.0, lt=1.0)
+
+
 class DistillConfig(StrictModel):
     """Knowledge distillation from a trained teacher (Hinton et al. 2015, plus optional
     hidden-state and attention transfer as in TinyBERT).
@@ -113,6 +124,8 @@ class DistillConfig(StrictModel):
     attention_weight: float = Field(0.0, ge=0.0)
     layer_map: dict[int, int] | None = None  # student layer -> teacher layer
     embedding_loss: Literal["mse", "cosine"] = "mse"
+    # classification tasks of one text field: rows perturbed and trained on soft targets only
+    augment: AugmentConfig | None = None
 
 
 class DataSource(StrictModel):

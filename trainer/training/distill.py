@@ -145,8 +145,15 @@ class Distiller:
         return out, out.features
 
     def loss(
-        self, task: str, kind: str, batch: dict[str, torch.Tensor], student: HeadOutput
+        self,
+        task: str,
+        kind: str,
+        batch: dict[str, torch.Tensor],
+        student: HeadOutput,
+        augmented: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``augmented`` (classification): rows whose gold label no longer holds; they learn
+        from the teacher alone."""
         teacher_out, features = self._teacher_outputs(task, kind, batch)
         c = self.config
         if kind == "embedding_distillation":
@@ -160,7 +167,12 @@ class Distiller:
             raise ConfigError(f"task {task!r} ({kind}) needs a teacher bundle with its head")
         elif kind == "classification":
             soft = _kl(student.output, teacher_out.output, c.temperature)
-            loss = c.alpha * student.loss + (1.0 - c.alpha) * soft
+            hard = student.loss
+            if augmented is not None and bool(augmented.any()):
+                labelled = ~augmented
+                per_row = F.cross_entropy(student.output.float(), batch["labels"], reduction="none")
+                hard = (per_row * labelled).sum() / max(int(augmented.numel()), 1)
+            loss = c.alpha * hard + (1.0 - c.alpha) * soft
         elif kind == "regression":
             soft = F.mse_loss(student.output.float(), teacher_out.output.float())
             loss = c.alpha * student.loss + (1.0 - c.alpha) * soft

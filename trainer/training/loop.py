@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.training import checkpoint
+from trainer.training.augment import augment_rows
 from trainer.training.config import ENCODER_TASKS, RunConfig, dump_config
 from trainer.training.distill import Distiller, Teacher, copy_heads, load_teacher, student_encoder
 from trainer.training.export import TASKS_FILE, export_task, load_bundle, save_bundle
@@ -244,6 +245,7 @@ class Trainer:
         )
         torch.manual_seed(derived_seed(self.config.seed, self.micro, self.rank, 2))  # dropout
         batch = self.collate(task, task.train, self.streams[index].next_batch(), generator)
+        augmented = self._augment(task, batch, generator)
         with self.precision.forward():
             if self.distiller is None:
                 out = self.engine(task=task.name, **batch)
@@ -255,11 +257,35 @@ class Trainer:
                     output_hidden_states=self.distiller.needs_hidden,
                     output_attentions=self.distiller.needs_attention,
                 )
-                loss = self.distiller.loss(task.name, task.config.type, batch, out)
+                loss = self.distiller.loss(task.name, task.config.type, batch, out, augmented)
         self.engine.backward(loss * task.config.loss_weight)
         self.engine.step()
         self.micro += 1
         return index, float(loss.detach())
+
+    def _augment(
+        self, task: Task, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """Perturb a share of a distillation batch in place (``distill.augment``); the rows
+        that were perturbed, or None."""
+        augment = self.config.distill.augment if self.config.distill is not None else None
+        if (
+            augment is None
+            or task.config.type != "classification"
+            or len(task.config.text_fields) != 1
+        ):
+            return None
+        batch["input_ids"], batch["attention_mask"], augmented = augment_rows(
+            batch["input_ids"],
+            batch["attention_mask"],
+            augment,
+            self.tokenizer.mask_token_id,
+            int(self.tokenizer.pad_token_id),
+            generator,
+        )
+        if "token_type_ids" in batch:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        return augmented
 
     def run(self) -> dict[str, Any]:
         started = self.started = time.monotonic()
