@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from trainer.errors import ConfigError
@@ -50,3 +52,32 @@ def test_unlabelled_rows_split_at_random() -> None:
 def test_a_split_larger_than_half_the_rows_is_refused() -> None:
     with pytest.raises(ConfigError, match="at most half"):
         split_validation(examples([0, 1] * 5), ValidationSplit(rows=6), stratify=True)
+
+
+def test_held_out_rows_are_written_with_the_training_columns(tmp_path: Path) -> None:
+    from trainer.training.config import TaskConfig
+    from trainer.training.data import load_examples
+    from trainer.training.loop import write_validation_rows
+    from trainer.training.tasks import load_task
+
+    train = tmp_path / "train.tsv"
+    lines = ["sentence\tlabel"] + [f'a "quoted" row {i}\t{i % 2}' for i in range(40)]
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = TaskConfig.model_validate(
+        {
+            "name": "sst2",
+            "type": "classification",
+            "train": {"path": str(train)},
+            "validation": {"rows": 8},
+            "text_fields": ["sentence"],
+            "label_field": "label",
+            "labels": ["negative", "positive"],
+        }
+    )
+    task = load_task(config)
+    path = write_validation_rows(task, tmp_path / "validation")
+    assert path is not None and path.name == "sst2.tsv"
+    back = load_examples(config, config.train.model_copy(update={"path": path}))
+    assert back.texts == task.validation.texts  # type: ignore[union-attr]
+    assert back.labels == task.validation.labels  # type: ignore[union-attr]
+    assert len(task.train) == 32

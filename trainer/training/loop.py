@@ -7,6 +7,7 @@ resumed run repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -533,9 +534,38 @@ class Trainer:
         return written[0] or summary
 
 
+def write_validation_rows(task: Task, folder: Path) -> Path | None:
+    """``folder/<task>.tsv``: the rows held out for selection, with the training file's column
+    names (labels by name), so that later choices (an INT8 gate, a cascade threshold) can be
+    made on them too and dev stays unseen."""
+    rows = task.validation
+    if rows is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{task.name}.tsv"
+    columns = list(task.config.text_fields)
+    if task.config.label_field is not None and rows.labels is not None:
+        columns.append(task.config.label_field)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(columns)
+        for i, texts in enumerate(rows.texts):
+            label: list[Any] = []
+            if len(columns) > len(texts) and rows.labels is not None:
+                value = rows.labels[i]
+                names = rows.label_names
+                label = [names[int(value)] if names else value]
+            writer.writerow([*texts, *label])
+    return path
+
+
 def train(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the configured training on the current process group."""
     if dist.get_rank() == 0:
         config.output_dir.mkdir(parents=True, exist_ok=True)
         (config.output_dir / "run.yaml").write_text(dump_config(config), encoding="utf-8")
-    return Trainer(config, resume).run()
+    trainer = Trainer(config, resume)
+    if dist.get_rank() == 0:
+        for task in trainer.tasks:
+            write_validation_rows(task, config.output_dir / "validation")
+    return trainer.run()
