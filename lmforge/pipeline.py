@@ -218,12 +218,19 @@ class Pipeline:
             model["quantize"] = {"method": r.quantize, "min_cosine": 0.9}
             if r.quantize == "int8_static":
                 model["quantize"]["calibration"] = {"samples": r.calibration_samples}
-            if evaluation is not None:
+            # the gate is a choice (keep INT8 or not): made on the rows the training run held
+            # out for selection when it has them, so the report's evaluation stays unseen
+            held_out = self.dirs[source] / "run" / "validation" / f"{self.config.task}.tsv"
+            gate_path = held_out if held_out.is_file() else None
+            if gate_path is None and evaluation is not None:
+                gate_path = evaluation.path
+            if gate_path is not None and evaluation is not None:
                 model["quantize"]["gate"] = {
-                    "path": str(evaluation.path),
+                    "path": str(gate_path),
                     "text_column": evaluation.text_column,
                     "label_column": evaluation.label_column,
                     "max_drop": r.max_drop,
+                    "limit": 2000,
                 }
         out = folder / "repository"
         report = build_repository(parse_spec({"models": [model]}), out)
