@@ -5,13 +5,15 @@ Given two SST-2 classifiers (by default the INT8 student and the FP32 teacher of
 
 1. builds one repository with both (``small``: the student, graph-fused and static INT8;
    ``large``: the teacher, FP32);
-2. computes both models' probabilities on SST-2 dev with their own served graphs in this
-   process, and from them the **curve** over thresholds: the share of inputs the cascade sends
-   on to the large model (the small model's top score is under the threshold) and the
-   cascade's accuracy;
-3. picks the threshold to serve (``--policy accurate``: the most accurate one that escalates
-   at most ``--max-escalation`` (30 %) of the inputs; ``cheapest``: the least escalating one
-   that keeps ``--keep`` (99 %) of the large model's accuracy) and checks both bounds;
+2. computes both models' probabilities with their own served graphs in this process, on the
+   rows the student's training run held out for selection (``--choose-on``, default
+   ``<student run>/validation/sst2.tsv``) and on SST-2 dev, and from them the **curve** over
+   thresholds: the share of inputs the cascade sends on to the large model (the small model's
+   top score is under the threshold) and the cascade's accuracy;
+3. picks the threshold to serve on the held-out rows (``--policy accurate``: the most accurate
+   one that escalates at most ``--max-escalation`` (30 %) of the inputs; ``cheapest``: the
+   least escalating one that keeps ``--keep`` (99 %) of the large model's accuracy), then
+   reports that threshold on dev, which chose nothing, and checks both bounds there;
 4. serves the three routes (``cascade`` at that threshold, ``large`` alone, ``small`` alone)
    through Triton and the gateway: every dev sentence through the cascade (accuracy and the
    escalation rate counted from each result's ``served_by``), then the throughput of each
@@ -49,6 +51,11 @@ def _latest_export(stage: str) -> Path | None:
     """The newest finished ``stage`` of the pipeline benchmark's work folder, if any."""
     done = sorted(PIPELINE.glob(f"{stage}-*/stage.json"), key=lambda p: p.stat().st_mtime)
     return done[-1].parent / "run" / "exports" / "sst2" if done else None
+
+
+def held_out_rows(export: Path) -> Path:
+    """The validation rows of the run an export ``<run>/exports/<task>`` came from."""
+    return export.parent.parent / "validation" / f"{export.name}.tsv"
 
 
 Array = np.ndarray[Any, Any]
@@ -92,11 +99,17 @@ def choose(
     return max(rows, key=lambda r: (r["accuracy"], -r["escalation"]))
 
 
-def _build(small: Path, large: Path, dev: Path, out: Path) -> Path:
+def _build(small: Path, large: Path, held_out: Path, train: Path, out: Path) -> Path:
     from trainer.repository.builder import build_repository
     from trainer.repository.spec import parse_spec
 
-    gate = {"path": str(dev), "text_column": "sentence", "label_column": "label", "max_drop": 0.01}
+    gate = {
+        "path": str(held_out),
+        "text_column": "sentence",
+        "label_column": "label",
+        "max_drop": 0.01,
+        "limit": 2000,
+    }
     # static INT8: its outputs do not depend on what else is in the batch (dynamic INT8's
     # per-batch activation scales do), so served and in-process thresholds agree
     quantize = {
@@ -105,7 +118,7 @@ def _build(small: Path, large: Path, dev: Path, out: Path) -> Path:
         "min_cosine": 0.9,
         "gate": gate,
     }
-    calibration = {"dataset": {"path": str(dev.parent / "train.tsv"), "limit": 256}}
+    calibration = {"dataset": {"path": str(train), "limit": 256}}
     models: list[dict[str, Any]] = [
         {"name": "small", "checkpoint": str(small), "quantize": quantize, "parity": calibration},
         {"name": "large", "checkpoint": str(large)},
@@ -139,6 +152,11 @@ def _markdown(report: dict[str, Any]) -> str:
     large, small = report["large_accuracy"], report["small_accuracy"]
     lines = [
         "# Confidence cascade on SST-2 dev (small: INT8 student, large: FP32 teacher)",
+        "",
+        f"The threshold is chosen on {report['chosen_on']['rows']} rows the student's training "
+        f"run held out of SST-2 train (there: accuracy {report['chosen_on']['accuracy']:.4f}, "
+        f"escalated {report['chosen_on']['escalation']:.1%}); every number below is on dev, "
+        "which chose nothing.",
         "",
         f"{report['machine']['cpus']} cores; {report['rows']} dev sentences; "
         f"served load: closed loop, concurrency {report['concurrency']}, "
@@ -214,21 +232,36 @@ def _run(args: argparse.Namespace) -> int:
         logger.error("no --small/--large and no finished pipeline in %s: %s", PIPELINE, hint)
         return 2
     dev = dataset_file("sst2", "dev")
+    held_out = Path(args.choose_on) if args.choose_on else held_out_rows(small)
+    if not held_out.is_file():
+        logger.error("no held-out rows to choose the threshold on: %s (--choose-on)", held_out)
+        return 2
     sentences = read_column(dev, "sentence")
     with tempfile.TemporaryDirectory(prefix="lmforge-cascade-") as tmp:
-        repository = _build(small, large, dev, Path(tmp) / "repository")
+        train = dataset_file("sst2", "train")
+        repository = _build(small, large, held_out, train, Path(tmp) / "repository")
         labels = repository_labels(repository, "large")
-        gold = np.asarray(
-            [labels.index(v) if v in labels else int(v) for v in read_column(dev, "label")]
-        )
-        probs = {
-            m: repository_outputs(repository, m, sentences, MAX_LENGTH) for m in ("small", "large")
-        }
+
+        def scored(path: Path) -> tuple[dict[str, Any], Any]:
+            texts = read_column(path, "sentence")
+            gold = np.asarray(
+                [labels.index(v) if v in labels else int(v) for v in read_column(path, "label")]
+            )
+            outputs = {
+                m: repository_outputs(repository, m, texts, MAX_LENGTH) for m in ("small", "large")
+            }
+            return outputs, gold
+
         thresholds = np.round(np.arange(0.50, 1.0, 0.01), 2)
+        val_probs, val_gold = scored(held_out)
+        val_rows = curve(val_probs["small"], val_probs["large"], val_gold, thresholds)
+        val_large = float((val_probs["large"].argmax(1) == val_gold).mean())
+        picked = choose(val_rows, args.keep * val_large, args.max_escalation, args.policy)
+        probs, gold = scored(dev)
         rows = curve(probs["small"], probs["large"], gold, thresholds)
         large_accuracy = float((probs["large"].argmax(1) == gold).mean())
-        chosen = choose(rows, args.keep * large_accuracy, args.max_escalation, args.policy)
-        logger.info("chosen threshold %s", chosen)
+        chosen = next(r for r in rows if r["threshold"] == picked["threshold"])
+        logger.info("threshold %s chosen on held-out rows; on dev: %s", picked, chosen)
         route: dict[str, Any] = {
             "name": "cascade",
             "task": "classify",
@@ -258,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         "small": str(small),
         "large": str(large),
         "rows": len(sentences),
+        "chosen_on": {"path": str(held_out), "rows": len(val_gold), **picked},
         "keep": args.keep,
         "max_escalation": args.max_escalation,
         "policy": args.policy,
@@ -290,6 +324,10 @@ def register_cascade(actions: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--small", help="small classifier (HF folder); default: pipeline's student")
     parser.add_argument("--large", help="the large one; default: the pipeline's teacher")
+    parser.add_argument(
+        "--choose-on",
+        help="labelled rows to choose the threshold on (default: the student run's validation)",
+    )
     parser.add_argument("--keep", type=float, default=0.99, help="share of large's accuracy")
     parser.add_argument("--max-escalation", type=float, default=0.30)
     parser.add_argument(
