@@ -37,6 +37,12 @@ def build_parser(
     return parser
 
 
+def _quiet_root(record: logging.LogRecord) -> bool:
+    """Libraries that log through the root logger itself (onnxruntime's quantizer writes a
+    line per tensor at INFO) are heard from WARNING up unless ``--log-level DEBUG``."""
+    return record.name != "root" or record.levelno >= logging.WARNING
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv``, configure logging and run the chosen subcommand's handler."""
     args = parser.parse_args(argv)
@@ -44,6 +50,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level != "DEBUG":
+        for root_handler in logging.getLogger().handlers:
+            root_handler.addFilter(_quiet_root)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
