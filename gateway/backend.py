@@ -116,6 +116,8 @@ class GenerationParams:
     seed: int | None = None
     repetition_penalty: float = 0.0
     use_chat_template: bool = False
+    # a conversation ((role, content) pairs) for the chat template, instead of a prompt
+    messages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

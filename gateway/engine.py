@@ -212,7 +212,7 @@ class Engine:
         with self._admission.enter(request.caller, generation=True):
             validate_generate(request, self._config.limits)
             plan = self._plan(
-                request.model, "generate", request.routing, estimate_tokens(request.prompt)
+                request.model, "generate", request.routing, estimate_tokens(request.text)
             )
             deadline = self._deadline(request.timeout, self._config.triton.generate_timeout_s)
             async for chunk in self._generations.stream(

@@ -51,12 +51,17 @@ class ClassifyRequest:
 @dataclass(frozen=True)
 class GenerateRequest:
     model: str
-    prompt: str
+    prompt: str  # empty when ``params.messages`` holds a conversation instead
     params: GenerationParams = field(default_factory=GenerationParams)
     truncate: bool = True
     routing: Routing = field(default_factory=Routing)
     caller: str | None = None
     timeout: float | None = None
+
+    @property
+    def text(self) -> str:
+        """What the model reads: the prompt, or the conversation's contents."""
+        return self.prompt or "\n".join(content for _, content in self.params.messages)
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,15 @@ the extra fields OpenAI clients send (``user``, ``logit_bias``, …) and refuse,
 :class:`~gateway.errors.InvalidInput`, the ones that would change the answer in a way the
 engine cannot honour (``n`` > 1, tools, logprobs).
 
-What the engine's generate contract takes is a prompt, optionally wrapped as *one user
-message* in the model's chat template (``use_chat_template``, as ``GenerateStream`` does): a
-chat completion is therefore one user message; a conversation (system prompt, earlier turns)
-is refused with 400 naming ``messages``.
+A chat completion is the engine's generate request with a conversation (``messages``, as
+``GenerateStream`` takes them), rendered by the model's chat template inside Triton; OpenAI's
+``developer`` role is the template's ``system``.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
@@ -170,31 +170,37 @@ def completion_request(
     )
 
 
-def _user_text(message: ChatMessage) -> str:
+#: OpenAI's role names → the chat template's
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def _turn(index: int, message: ChatMessage) -> tuple[str, str]:
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise _refuse(
+            f"messages.{index}.role",
+            f"is {message.role!r}; served roles are {sorted(_ROLES)} (no tool messages)",
+        )
     if message.content is None:
-        raise _refuse("messages.0.content", "is missing")
+        raise _refuse(f"messages.{index}.content", "is missing")
     if isinstance(message.content, str):
-        return message.content
-    return "".join(part.text for part in message.content)
+        return role, message.content
+    return role, "".join(part.text for part in message.content)
 
 
 def chat_request(body: ChatBody, routing: Routing, caller: str | None) -> GenerateRequest:
     _check_sampling(body)
     if body.tools is not None or body.functions is not None:
         raise _refuse("tools", "tool calls are not supported")
-    if len(body.messages) != 1 or body.messages[0].role != "user":
-        roles = [m.role for m in body.messages]
-        raise _refuse(
-            "messages",
-            f"one user message is served (the model's chat template around it), not {roles}",
-        )
     max_tokens = (
         body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     )
+    params = _params(body, max_tokens, chat=True)
+    messages = tuple(_turn(i, m) for i, m in enumerate(body.messages))
     return GenerateRequest(
         model=body.model,
-        prompt=_user_text(body.messages[0]),
-        params=_params(body, max_tokens, chat=True),
+        prompt="",
+        params=dataclasses.replace(params, messages=messages),
         truncate=body.truncate,
         routing=routing,
         caller=caller,

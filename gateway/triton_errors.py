@@ -57,6 +57,7 @@ GENERATION_FIELDS = {
     c.INPUT_SEED: "parameters.seed",
     c.INPUT_STOP: "parameters.stop",
     c.INPUT_USE_CHAT_TEMPLATE: "use_chat_template",
+    c.INPUT_CHAT_ROLES: "messages",
     c.INPUT_TRUNCATE: "truncation",
 }
 

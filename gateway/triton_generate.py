@@ -42,8 +42,9 @@ def generation_inputs(
     prompt: str, params: GenerationParams, *, truncate: bool
 ) -> list[tc.InferInput]:
     """The contract's generation inputs for one request."""
+    texts = [content for _, content in params.messages] or [prompt]
     inputs = [
-        _input(c.INPUT_PROMPT, _strings([prompt]), "BYTES"),
+        _input(c.INPUT_PROMPT, _strings(texts), "BYTES"),
         _input(c.INPUT_MAX_NEW_TOKENS, np.array([params.max_new_tokens], np.int32), "INT32"),
         _input(c.INPUT_TEMPERATURE, np.array([params.temperature], np.float32), "FP32"),
         _input(c.INPUT_TOP_P, np.array([params.top_p], np.float32), "FP32"),
@@ -58,6 +59,9 @@ def generation_inputs(
         inputs.append(_input(c.INPUT_SEED, np.array([params.seed], np.uint64), "UINT64"))
     if params.stop:
         inputs.append(_input(c.INPUT_STOP, _strings(list(params.stop)), "BYTES"))
+    if params.messages:
+        roles = [role for role, _ in params.messages]
+        inputs.append(_input(c.INPUT_CHAT_ROLES, _strings(roles), "BYTES"))
     return inputs
 
 

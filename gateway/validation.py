@@ -18,6 +18,7 @@ from gateway.backend import GenerationParams
 from gateway.config import LimitsConfig
 from gateway.engine_types import ClassifyRequest, EmbedRequest, GenerateRequest
 from gateway.errors import InvalidInput
+from triton_models.runtime import contract as c
 
 
 def check_model_name(model: str) -> list[FieldViolation]:
@@ -143,14 +144,38 @@ def validate_embed(request: EmbedRequest, limits: LimitsConfig) -> None:
     )
 
 
-def check_prompt(prompt: str, limits: LimitsConfig) -> list[FieldViolation]:
-    if not prompt:
+def check_prompt(
+    prompt: str, limits: LimitsConfig, messages: tuple[tuple[str, str], ...] = ()
+) -> list[FieldViolation]:
+    """A prompt, or a conversation (``messages``) and no prompt; their characters within
+    ``limits.max_prompt_chars``."""
+    if messages:
+        if prompt:
+            return [FieldViolation("prompt", "must be empty when messages are given")]
+        found = [
+            FieldViolation(
+                f"messages[{i}].role", f"is {role!r}; expected one of {list(c.CHAT_ROLES)}"
+            )
+            for i, (role, _) in enumerate(messages)
+            if role not in c.CHAT_ROLES
+        ]
+        found += [
+            FieldViolation(f"messages[{i}].content", "is empty")
+            for i, (_, content) in enumerate(messages)
+            if not content
+        ]
+        if found:
+            return found
+        name, length = "messages", sum(len(content) for _, content in messages)
+    elif not prompt:
         return [FieldViolation("prompt", "is empty")]
-    if len(prompt) > limits.max_prompt_chars:
+    else:
+        name, length = "prompt", len(prompt)
+    if length > limits.max_prompt_chars:
         return [
             FieldViolation(
-                "prompt",
-                f"has {len(prompt)} characters; at most {limits.max_prompt_chars} "
+                name,
+                f"has {length} characters; at most {limits.max_prompt_chars} "
                 "(limits.max_prompt_chars)",
             )
         ]
@@ -213,7 +238,7 @@ def validate_generate(request: GenerateRequest, limits: LimitsConfig) -> None:
     raise_if_any(
         [
             *check_model_name(request.model),
-            *check_prompt(request.prompt, limits),
+            *check_prompt(request.prompt, limits, request.params.messages),
             *check_generation(request.params, limits),
         ]
     )

@@ -8,6 +8,7 @@ contract's finish reasons as proto enum values.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import duration_pb2
@@ -99,7 +100,9 @@ def classify_request(
 
 
 def generation_params(
-    parameters: generate_pb2.SamplingParameters, use_chat_template: bool
+    parameters: generate_pb2.SamplingParameters,
+    use_chat_template: bool,
+    messages: Iterable[generate_pb2.ChatMessage] = (),
 ) -> GenerationParams:
     return GenerationParams(
         max_new_tokens=parameters.max_new_tokens,
@@ -110,6 +113,7 @@ def generation_params(
         seed=parameters.seed if parameters.HasField("seed") else None,
         repetition_penalty=parameters.repetition_penalty,
         use_chat_template=use_chat_template,
+        messages=tuple((m.role, m.content) for m in messages),
     )
 
 
@@ -122,7 +126,7 @@ def generate_request(
     return GenerateRequest(
         model=request.model,
         prompt=request.prompt,
-        params=generation_params(request.parameters, request.use_chat_template),
+        params=generation_params(request.parameters, request.use_chat_template, request.messages),
         truncate=truncate_flag(request.truncation),
         routing=routing,
         caller=caller,

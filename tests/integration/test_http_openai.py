@@ -116,6 +116,29 @@ def test_streamed_chat_equals_grpc_generate_stream_for_the_same_seed(
     assert usage.prompt_tokens == reference[-1].usage.input_tokens
 
 
+def test_a_conversation_is_served_whole_over_both_protocols(
+    gateway: tuple[GatewayProcess, str], grpc_client: LmforgeClient
+) -> None:
+    turns = [
+        {"role": "system", "content": "You answer with one word."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    reply = openai_client(gateway).chat.completions.create(
+        model="smollm2",
+        messages=turns,  # type: ignore[arg-type]
+        max_tokens=8,
+    )
+    reference = grpc_client.generate("smollm2", "", max_new_tokens=8, messages=turns)
+    assert reply.choices[0].message.content == reference.text
+    assert "Rome" in reference.text, reference.text
+    last_only = grpc_client.generate("smollm2", "", max_new_tokens=8, messages=turns[-1:])
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == reference.usage.input_tokens
+    assert reference.usage.input_tokens > last_only.usage.input_tokens + 10  # every turn read
+
+
 def test_completion_knows_the_capital_of_france(gateway: tuple[GatewayProcess, str]) -> None:
     reply = openai_client(gateway).completions.create(
         model="smollm2", prompt="The capital of France is", max_tokens=12

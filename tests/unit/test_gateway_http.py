@@ -163,6 +163,28 @@ async def test_completion_passes_sampling_parameters_and_collects_the_text(
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 
 
+async def test_chat_completion_sends_the_whole_conversation(
+    http: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    reply = await http.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "developer", "content": "be brief"},
+                                         {"role": "user", "content": "Hi"},
+                                         {"role": "assistant", "content": "Hello!"},
+                                         {"role": "user", "content": "Name a sea"}]},
+    )  # fmt: skip
+    assert reply.status_code == 200, reply.text
+    (request,) = engine.requests
+    assert isinstance(request, GenerateRequest) and request.prompt == ""
+    assert request.params.messages == (
+        ("system", "be brief"),
+        ("user", "Hi"),
+        ("assistant", "Hello!"),
+        ("user", "Name a sea"),
+    )
+    assert request.text == "be brief\nHi\nHello!\nName a sea"
+
+
 async def test_chat_completion_wraps_the_user_message_in_the_chat_template(
     http: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
@@ -174,7 +196,9 @@ async def test_chat_completion_wraps_the_user_message_in_the_chat_template(
     )  # fmt: skip
     assert reply.status_code == 200, reply.text
     (request,) = engine.requests
-    assert isinstance(request, GenerateRequest) and request.prompt == "Hi there"
+    assert isinstance(request, GenerateRequest) and request.params.messages == (
+        ("user", "Hi there"),
+    )
     assert request.params.use_chat_template and request.params.max_new_tokens == 4
     assert request.params.stop == ("a", "b") and request.params.temperature == 0.0
     body = reply.json()
@@ -224,8 +248,9 @@ async def test_streamed_completion_without_usage_has_text_chunks_then_done(
 @pytest.mark.parametrize(
     ("path", "body", "param"),
     [
-        ("/v1/chat/completions", {"messages": [{"role": "system", "content": "be brief"},
-                                               {"role": "user", "content": "Hi"}]}, "messages"),
+        ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "42"},
+                                               {"role": "user", "content": "Hi"}]},
+         "messages.0.role"),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 2}, "n"),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
                                   "tools": [{"type": "function"}]}, "tools"),

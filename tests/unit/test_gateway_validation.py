@@ -94,3 +94,22 @@ def test_shape_embeddings_truncates_then_renormalizes() -> None:
     np.testing.assert_array_equal(out[1], [0.0, 0.0])  # zero rows stay zero
     raw = shape_embeddings(vectors, 2, normalize=False)
     np.testing.assert_array_equal(raw, vectors[:, :2])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "messages", "field"),
+    [
+        ("hi", (("user", "hi"),), "prompt"),
+        ("", (("narrator", "hi"),), "messages[0].role"),
+        ("", (("system", "be brief"), ("user", "")), "messages[1].content"),
+        ("", (("user", "x" * 40),), "messages"),
+    ],
+)
+def test_a_conversation_replaces_the_prompt_and_each_turn_is_checked(
+    prompt: str, messages: tuple[tuple[str, str], ...], field: str
+) -> None:
+    from gateway.validation import check_prompt
+
+    found = check_prompt(prompt, LimitsConfig(max_prompt_chars=32), messages)
+    assert [v.field for v in found] == [field]
+    assert check_prompt("", LimitsConfig(), (("system", "a"), ("user", "b"))) == []

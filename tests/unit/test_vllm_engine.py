@@ -11,6 +11,7 @@ import pytest
 
 from triton_models.runtime import contract
 from triton_models.runtime.generate_request import RequestError, read_request
+from triton_models.runtime.prompts import PromptEncoder
 from triton_models.runtime.sampling import SamplingParams
 from triton_models.runtime.vllm_engine import Admission, finish, sampling_arguments
 
@@ -108,3 +109,65 @@ def test_a_bad_request_names_its_input(inputs: dict[str, Any], name: str) -> Non
         read_request(_get(**inputs), max_new_tokens=64, default_max_new_tokens=16)
     assert contract.invalid_parameter(str(info.value)) is not None
     assert contract.invalid_parameter(str(info.value))[0] == name  # type: ignore[index]
+
+
+def test_a_conversation_is_read_as_role_and_content_pairs() -> None:
+    asked = read_request(
+        _get(PROMPT=_text("be brief", "Hi"), CHAT_ROLES=_text("system", "user")),
+        max_new_tokens=64,
+        default_max_new_tokens=16,
+    )
+    assert asked.messages == (("system", "be brief"), ("user", "Hi"))
+    assert asked.prompt == "" and asked.use_chat_template
+
+
+@pytest.mark.parametrize(
+    "roles", [("user",), ("user", "user", "user"), ("user", "narrator")], ids=str
+)
+def test_roles_must_pair_with_the_messages_and_be_known(roles: tuple[str, ...]) -> None:
+    with pytest.raises(RequestError) as info:
+        read_request(
+            _get(PROMPT=_text("a", "b"), CHAT_ROLES=_text(*roles)),
+            max_new_tokens=64,
+            default_max_new_tokens=16,
+        )
+    assert contract.invalid_parameter(str(info.value))[0] == contract.INPUT_CHAT_ROLES  # type: ignore[index]
+
+
+class _ChatTokenizer:
+    """Characters as token ids and a template that tags each turn, enough to see the turns."""
+
+    chat_template = "tags"
+
+    def apply_chat_template(
+        self, turns: list[dict[str, str]], tokenize: bool, add_generation_prompt: bool
+    ) -> str:
+        if turns[0]["role"] == "assistant":
+            raise ValueError("conversations start with a system or user turn")
+        text = "".join(f"<{t['role']}>{t['content']}" for t in turns)
+        return text + ("<assistant>" if add_generation_prompt else "")
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": [ord(ch) for ch in text]}
+
+
+def test_the_chat_template_renders_every_turn_and_its_refusal_names_the_roles() -> None:
+    from triton_models.runtime.generate_request import prompt_ids
+
+    encoder = PromptEncoder(_ChatTokenizer(), frozenset(), 0)
+    asked = read_request(
+        _get(PROMPT=_text("be brief", "Hi"), CHAT_ROLES=_text("system", "user")),
+        max_new_tokens=64,
+        default_max_new_tokens=16,
+    )
+    ids = prompt_ids(asked, encoder, max_length=100)
+    assert "".join(map(chr, ids)) == "<system>be brief<user>Hi<assistant>"
+    wrong = read_request(
+        _get(PROMPT=_text("Hello"), CHAT_ROLES=_text("assistant")),
+        max_new_tokens=64,
+        default_max_new_tokens=16,
+    )
+    with pytest.raises(RequestError) as info:
+        prompt_ids(wrong, encoder, max_length=100)
+    assert contract.invalid_parameter(str(info.value))[0] == contract.INPUT_CHAT_ROLES  # type: ignore[index]
+    assert "start with a system or user turn" in str(info.value)

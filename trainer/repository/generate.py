@@ -52,6 +52,7 @@ _OPTIONAL_INPUTS: tuple[tuple[str, str, list[int]], ...] = (
     (contract.INPUT_STOP, "TYPE_STRING", [-1]),
     (contract.INPUT_USE_CHAT_TEMPLATE, "TYPE_BOOL", [1]),
     (contract.INPUT_TRUNCATE, "TYPE_BOOL", [1]),
+    (contract.INPUT_CHAT_ROLES, "TYPE_STRING", [-1]),
 )
 _OUTPUTS: tuple[tuple[str, str], ...] = (
     (contract.OUTPUT_TEXT, "TYPE_STRING"),
@@ -69,7 +70,7 @@ def generate_config(
     (engine vllm) is the python environment Triton runs the model in."""
     g = spec.generation
     inputs: list[dict[str, Any]] = [
-        {"name": contract.INPUT_PROMPT, "data_type": "TYPE_STRING", "dims": [1]}
+        {"name": contract.INPUT_PROMPT, "data_type": "TYPE_STRING", "dims": [-1]}
     ]
     inputs += [
         {"name": name, "data_type": dtype, "dims": dims, "optional": True}

@@ -31,13 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:  # a built repository ships the helpers next to this file
     from lmforge_runtime import contract
     from lmforge_runtime.batch_decoder import BatchDecoder, CapacityError, Job, Limits
-    from lmforge_runtime.causal_lm import PromptError, load_causal_lm
+    from lmforge_runtime.causal_lm import load_causal_lm
     from lmforge_runtime.generate_metrics import GenerateMetrics
-    from lmforge_runtime.generate_request import RequestError, read_request
+    from lmforge_runtime.generate_request import RequestError, prompt_ids, read_request
     from lmforge_runtime.params import string_parameters
     from lmforge_runtime.responder import Responder
     from lmforge_runtime.sequence import Sequence, Step
-    from lmforge_runtime.text import InputTooLongError
 except ModuleNotFoundError:  # running from the source tree
     from triton_models.runtime import contract
     from triton_models.runtime.batch_decoder import (
@@ -46,13 +45,12 @@ except ModuleNotFoundError:  # running from the source tree
         Job,
         Limits,
     )
-    from triton_models.runtime.causal_lm import PromptError, load_causal_lm
+    from triton_models.runtime.causal_lm import load_causal_lm
     from triton_models.runtime.generate_metrics import GenerateMetrics
-    from triton_models.runtime.generate_request import RequestError, read_request
+    from triton_models.runtime.generate_request import RequestError, prompt_ids, read_request
     from triton_models.runtime.params import string_parameters
     from triton_models.runtime.responder import Responder
     from triton_models.runtime.sequence import Sequence, Step
-    from triton_models.runtime.text import InputTooLongError
 
 logger = logging.getLogger(__name__)
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -150,17 +148,7 @@ class TritonPythonModel:
             max_new_tokens=self.max_new_tokens,
             default_max_new_tokens=self.default_max_new_tokens,
         )
-        try:
-            ids = self.lm.encode(
-                asked.prompt,
-                use_chat_template=asked.use_chat_template,
-                max_length=self.max_length,
-                truncate=asked.truncate,
-            )
-        except InputTooLongError as exc:
-            raise RequestError(str(exc)) from None
-        except PromptError as exc:
-            raise RequestError(contract.invalid_parameter_message(exc.name, str(exc))) from None
+        ids = prompt_ids(asked, self.lm, self.max_length)
         sequence = Sequence(
             request_id=request.request_id() or "",
             prompt_ids=tuple(ids),

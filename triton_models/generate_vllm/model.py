@@ -42,10 +42,9 @@ try:  # a built repository ships the helpers next to this file
     from lmforge_runtime import contract
     from lmforge_runtime.batch_decoder import Stats
     from lmforge_runtime.generate_metrics import GenerateMetrics
-    from lmforge_runtime.generate_request import RequestError, read_request
+    from lmforge_runtime.generate_request import RequestError, prompt_ids, read_request
     from lmforge_runtime.params import string_parameters
-    from lmforge_runtime.prompts import PromptError, load_prompt_encoder
-    from lmforge_runtime.text import InputTooLongError
+    from lmforge_runtime.prompts import load_prompt_encoder
     from lmforge_runtime.vllm_engine import (
         Admission,
         EngineSettings,
@@ -56,10 +55,9 @@ except ModuleNotFoundError:  # running from the source tree
     from triton_models.runtime import contract
     from triton_models.runtime.batch_decoder import Stats
     from triton_models.runtime.generate_metrics import GenerateMetrics
-    from triton_models.runtime.generate_request import RequestError, read_request
+    from triton_models.runtime.generate_request import RequestError, prompt_ids, read_request
     from triton_models.runtime.params import string_parameters
-    from triton_models.runtime.prompts import PromptError, load_prompt_encoder
-    from triton_models.runtime.text import InputTooLongError
+    from triton_models.runtime.prompts import load_prompt_encoder
     from triton_models.runtime.vllm_engine import (
         Admission,
         EngineSettings,
@@ -220,17 +218,7 @@ class TritonPythonModel:
             max_new_tokens=self.max_new_tokens,
             default_max_new_tokens=self.default_max_new_tokens,
         )
-        try:
-            ids = self.prompts.encode(
-                asked.prompt,
-                use_chat_template=asked.use_chat_template,
-                max_length=self.max_length,
-                truncate=asked.truncate,
-            )
-        except InputTooLongError as exc:
-            raise RequestError(str(exc)) from None
-        except PromptError as exc:
-            raise RequestError(contract.invalid_parameter_message(exc.name, str(exc))) from None
+        ids = prompt_ids(asked, self.prompts, self.max_length)
         sampling = SamplingParams(
             **sampling_arguments(asked.params, self.prompts.eos_ids),
             output_kind=RequestOutputKind.DELTA,

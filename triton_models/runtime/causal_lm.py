@@ -44,10 +44,20 @@ class CausalLM:
         return self.prompts.has_chat_template
 
     def encode(
-        self, prompt: str, *, use_chat_template: bool, max_length: int, truncate: bool
+        self,
+        prompt: str,
+        *,
+        use_chat_template: bool,
+        max_length: int,
+        truncate: bool,
+        messages: Ids[tuple[str, str]] = (),
     ) -> list[int]:
         return self.prompts.encode(
-            prompt, use_chat_template=use_chat_template, max_length=max_length, truncate=truncate
+            prompt,
+            use_chat_template=use_chat_template,
+            max_length=max_length,
+            truncate=truncate,
+            messages=messages,
         )
 
     def decode(self, ids: Ids[int]) -> str:

@@ -111,7 +111,10 @@ def too_long_rows(message: str) -> dict[int, int]:
 # carries every output. Optional inputs may be left out: the model then uses its defaults.
 #
 # inputs
-#   ``PROMPT``              TYPE_STRING [1]   UTF-8 prompt
+#   ``PROMPT``              TYPE_STRING [-1]  UTF-8 prompt; with CHAT_ROLES one message each
+#   ``CHAT_ROLES``          TYPE_STRING [-1]  a conversation: the role of each PROMPT element
+#                                             (system, user, assistant), rendered by the
+#                                             tokenizer's chat template
 #   ``MAX_NEW_TOKENS``      TYPE_INT32  [1]   0: the model's default
 #   ``TEMPERATURE``         TYPE_FP32   [1]   0: greedy
 #   ``TOP_P``               TYPE_FP32   [1]   0 or 1: off
@@ -136,6 +139,8 @@ INPUT_REPETITION_PENALTY = "REPETITION_PENALTY"
 INPUT_SEED = "SEED"
 INPUT_STOP = "STOP"
 INPUT_USE_CHAT_TEMPLATE = "USE_CHAT_TEMPLATE"
+INPUT_CHAT_ROLES = "CHAT_ROLES"
+CHAT_ROLES = ("system", "user", "assistant")
 OUTPUT_TEXT = "TEXT_OUTPUT"
 OUTPUT_FINISH_REASON = "FINISH_REASON"
 OUTPUT_STOP_SEQUENCE = "STOP_SEQUENCE"

@@ -32,6 +32,37 @@ class GenerateRequest:
     params: SamplingParams
     use_chat_template: bool
     truncate: bool
+    messages: tuple[tuple[str, str], ...] = ()  # (role, content): a conversation instead
+
+
+def _conversation(get: Get, contents: list[str]) -> tuple[tuple[str, str], ...]:
+    """``CHAT_ROLES`` paired with the ``PROMPT`` elements, or ``()`` without roles."""
+    role_values = get(contract.INPUT_CHAT_ROLES)
+    if role_values is None:
+        if len(contents) != 1:
+            raise RequestError(
+                contract.invalid_parameter_message(
+                    contract.INPUT_PROMPT, f"needs one text, got {len(contents)}"
+                )
+            )
+        return ()
+    roles = decode_texts(role_values)
+    if not roles or len(roles) != len(contents):
+        raise RequestError(
+            contract.invalid_parameter_message(
+                contract.INPUT_CHAT_ROLES,
+                f"needs one role for each of the {len(contents)} messages, got {len(roles)}",
+            )
+        )
+    unknown = sorted({r for r in roles if r not in contract.CHAT_ROLES})
+    if unknown:
+        raise RequestError(
+            contract.invalid_parameter_message(
+                contract.INPUT_CHAT_ROLES,
+                f"has unknown roles {unknown}; expected {list(contract.CHAT_ROLES)}",
+            )
+        )
+    return tuple(zip(roles, contents, strict=True))
 
 
 def _scalar(get: Get, name: str, default: Any) -> Any:
@@ -51,12 +82,7 @@ def read_request(get: Get, *, max_new_tokens: int, default_max_new_tokens: int) 
     names the first input out of range."""
     prompt_values = get(contract.INPUT_PROMPT)
     prompts = [] if prompt_values is None else decode_texts(prompt_values)
-    if len(prompts) != 1:
-        raise RequestError(
-            contract.invalid_parameter_message(
-                contract.INPUT_PROMPT, f"needs one text, got {len(prompts)}"
-            )
-        )
+    messages = _conversation(get, prompts)
     stop_values = get(contract.INPUT_STOP)
     stops = () if stop_values is None else tuple(decode_texts(stop_values))
     seed = _scalar(get, contract.INPUT_SEED, None)
@@ -75,8 +101,32 @@ def read_request(get: Get, *, max_new_tokens: int, default_max_new_tokens: int) 
         name, why = next(iter(problems.items()))
         raise RequestError(contract.invalid_parameter_message(name, why))
     return GenerateRequest(
-        prompt=prompts[0],
+        prompt="" if messages else prompts[0],
         params=params,
-        use_chat_template=bool(_scalar(get, contract.INPUT_USE_CHAT_TEMPLATE, False)),
+        use_chat_template=bool(messages)
+        or bool(_scalar(get, contract.INPUT_USE_CHAT_TEMPLATE, False)),
         truncate=bool(_scalar(get, contract.INPUT_TRUNCATE, True)),
+        messages=messages,
     )
+
+
+def prompt_ids(request: GenerateRequest, encoder: Any, max_length: int) -> list[int]:
+    """The token ids a request asks to continue, by ``encoder`` (a
+    :class:`~triton_models.runtime.prompts.PromptEncoder`); a prompt the model cannot take is a
+    :class:`RequestError` naming the input."""
+    from .prompts import PromptError
+    from .text import InputTooLongError
+
+    try:
+        ids: list[int] = encoder.encode(
+            request.prompt,
+            use_chat_template=request.use_chat_template,
+            max_length=max_length,
+            truncate=request.truncate,
+            messages=request.messages,
+        )
+    except InputTooLongError as exc:
+        raise RequestError(str(exc)) from None
+    except PromptError as exc:
+        raise RequestError(contract.invalid_parameter_message(exc.name, str(exc))) from None
+    return ids

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from collections.abc import Sequence as Ids
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,18 +52,30 @@ class PromptEncoder:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def encode(
-        self, prompt: str, *, use_chat_template: bool, max_length: int, truncate: bool
+        self,
+        prompt: str,
+        *,
+        use_chat_template: bool,
+        max_length: int,
+        truncate: bool,
+        messages: Sequence[tuple[str, str]] = (),
     ) -> list[int]:
-        """Token ids of ``prompt``; at most ``max_length`` of them (``truncate`` keeps the
+        """Token ids of ``prompt``, or of the conversation ``messages`` ((role, content) pairs,
+        rendered by the chat template); at most ``max_length`` of them (``truncate`` keeps the
         first ones, else :class:`InputTooLongError`)."""
-        if use_chat_template:
+        if use_chat_template or messages:
             if not self.has_chat_template:
-                raise PromptError(
-                    contract.INPUT_USE_CHAT_TEMPLATE, "the model's tokenizer has no chat template"
+                name = contract.INPUT_CHAT_ROLES if messages else contract.INPUT_USE_CHAT_TEMPLATE
+                raise PromptError(name, "the model's tokenizer has no chat template")
+            turns = [{"role": r, "content": c} for r, c in messages] or [
+                {"role": "user", "content": prompt}
+            ]
+            try:
+                text = self.tokenizer.apply_chat_template(
+                    turns, tokenize=False, add_generation_prompt=True
                 )
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
+            except Exception as exc:  # the template's own checks (e.g. alternating roles)
+                raise PromptError(contract.INPUT_CHAT_ROLES, f"the chat template: {exc}") from None
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         else:
             ids = list(self.tokenizer(prompt)["input_ids"])

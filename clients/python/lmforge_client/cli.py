@@ -31,7 +31,9 @@ def _print(payload: Any) -> None:
 
 
 def _options(args: argparse.Namespace) -> GenerationKwargs:
+    messages = [("system", args.system), ("user", args.prompt)] if args.system else []
     return {
+        "messages": messages,
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
@@ -47,7 +49,8 @@ def _options(args: argparse.Namespace) -> GenerationKwargs:
 def _stream(client: LmforgeClient, args: argparse.Namespace) -> Any:
     """Print the text as it comes; the last chunk's summary is the JSON result."""
     last = None
-    for chunk in client.generate_stream(args.model, args.prompt, **_options(args)):
+    prompt = "" if args.system else args.prompt
+    for chunk in client.generate_stream(args.model, prompt, **_options(args)):
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
         last = chunk
@@ -60,7 +63,8 @@ def _call(args: argparse.Namespace) -> Any:
         if args.client_command == "generate":
             if args.stream:
                 return _stream(client, args)
-            return dataclasses.asdict(client.generate(args.model, args.prompt, **_options(args)))
+            prompt = "" if args.system else args.prompt
+            return dataclasses.asdict(client.generate(args.model, prompt, **_options(args)))
         if args.client_command == "classify":
             return dataclasses.asdict(
                 client.classify(
@@ -154,6 +158,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     generate.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeat)")
     generate.add_argument("--seed", type=int, default=None, help="reproducible sampling")
     generate.add_argument("--chat", action="store_true", help="apply the chat template")
+    generate.add_argument(
+        "--system", metavar="TEXT", help="a system message before PROMPT (implies --chat)"
+    )
     generate.add_argument("--truncation", choices=sorted(TRUNCATIONS), default="end")
     generate.add_argument("--stream", action="store_true", help="print the text as it is generated")
     generate.add_argument("prompt", metavar="PROMPT")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -305,6 +305,11 @@ class GenerationOptions:
     seed: int | None = None
     use_chat_template: bool = False
     truncation: str | int = "end"
+    # a conversation, (role, content) pairs, to continue instead of a prompt (pass prompt "")
+    messages: tuple[tuple[str, str], ...] = ()
+
+    def chat_messages(self) -> list[generate_pb2.ChatMessage]:
+        return [generate_pb2.ChatMessage(role=r, content=c) for r, c in self.messages]
 
     def parameters(self) -> generate_pb2.SamplingParameters:
         params = generate_pb2.SamplingParameters(
@@ -332,11 +337,16 @@ class GenerationKwargs(TypedDict, total=False):
     seed: int | None
     use_chat_template: bool
     truncation: str | int
+    messages: Sequence[tuple[str, str] | Mapping[str, str]]
 
 
 def generation_options(kwargs: GenerationKwargs) -> GenerationOptions:
     values = dict(kwargs)
     values["stop"] = tuple(kwargs.get("stop", ()))
+    values["messages"] = tuple(
+        (m["role"], m["content"]) if isinstance(m, Mapping) else (m[0], m[1])
+        for m in kwargs.get("messages", ())
+    )
     return GenerationOptions(**values)  # type: ignore[arg-type]
 
 
@@ -376,6 +386,7 @@ def generate_request(
         parameters=options.parameters(),
         truncation=truncation_value(options.truncation),
         use_chat_template=options.use_chat_template,
+        messages=options.chat_messages(),
     )
 
 
@@ -388,6 +399,7 @@ def generate_stream_request(
         parameters=options.parameters(),
         truncation=truncation_value(options.truncation),
         use_chat_template=options.use_chat_template,
+        messages=options.chat_messages(),
     )
 
 

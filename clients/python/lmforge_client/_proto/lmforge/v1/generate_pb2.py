@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from lmforge_client._proto.lmforge.v1 import common_pb2 as lmforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lmforge/v1/generate.proto\x12\nlmforge.v1\x1a\x17lmforge/v1/common.proto\"\xa5\x01\n\x12SamplingParameters\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x02\x42\x07\n\x05_seed\"\xab\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x32\n\nparameters\x18\x03 \x01(\x0b\x32\x1e.lmforge.v1.SamplingParameters\x12*\n\ntruncation\x18\x04 \x01(\x0e\x32\x16.lmforge.v1.Truncation\x12\x19\n\x11use_chat_template\x18\x05 \x01(\x08\"\xd7\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.lmforge.v1.FinishReason\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lmforge.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.lmforge.v1.Timing\x12\x15\n\rstop_sequence\x18\x06 \x01(\t\"\xb1\x01\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x32\n\nparameters\x18\x03 \x01(\x0b\x32\x1e.lmforge.v1.SamplingParameters\x12*\n\ntruncation\x18\x04 \x01(\x0e\x32\x16.lmforge.v1.Truncation\x12\x19\n\x11use_chat_template\x18\x05 \x01(\x08\"\xdd\x01\n\x16GenerateStreamResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.lmforge.v1.FinishReason\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lmforge.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.lmforge.v1.Timing\x12\x15\n\rstop_sequence\x18\x06 \x01(\t*\xa8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x46INISH_REASON_END_OF_SEQUENCE\x10\x01\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x02\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lmforge/v1/generate.proto\x12\nlmforge.v1\x1a\x17lmforge/v1/common.proto\"\xa5\x01\n\x12SamplingParameters\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x00\x88\x01\x01\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x02\x42\x07\n\x05_seed\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd6\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x32\n\nparameters\x18\x03 \x01(\x0b\x32\x1e.lmforge.v1.SamplingParameters\x12*\n\ntruncation\x18\x04 \x01(\x0e\x32\x16.lmforge.v1.Truncation\x12\x19\n\x11use_chat_template\x18\x05 \x01(\x08\x12)\n\x08messages\x18\x06 \x03(\x0b\x32\x17.lmforge.v1.ChatMessage\"\xd7\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.lmforge.v1.FinishReason\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lmforge.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.lmforge.v1.Timing\x12\x15\n\rstop_sequence\x18\x06 \x01(\t\"\xdc\x01\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x32\n\nparameters\x18\x03 \x01(\x0b\x32\x1e.lmforge.v1.SamplingParameters\x12*\n\ntruncation\x18\x04 \x01(\x0e\x32\x16.lmforge.v1.Truncation\x12\x19\n\x11use_chat_template\x18\x05 \x01(\x08\x12)\n\x08messages\x18\x06 \x03(\x0b\x32\x17.lmforge.v1.ChatMessage\"\xdd\x01\n\x16GenerateStreamResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12/\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x18.lmforge.v1.FinishReason\x12\'\n\tserved_by\x18\x03 \x01(\x0b\x32\x14.lmforge.v1.ServedBy\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lmforge.v1.Usage\x12\"\n\x06timing\x18\x05 \x01(\x0b\x32\x12.lmforge.v1.Timing\x12\x15\n\rstop_sequence\x18\x06 \x01(\t*\xa8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x46INISH_REASON_END_OF_SEQUENCE\x10\x01\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x02\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lmforge_client._proto.lmforge.v1.generate_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=1031
-  _globals['_FINISHREASON']._serialized_end=1199
+  _globals['_FINISHREASON']._serialized_start=1163
+  _globals['_FINISHREASON']._serialized_end=1331
   _globals['_SAMPLINGPARAMETERS']._serialized_start=67
   _globals['_SAMPLINGPARAMETERS']._serialized_end=232
-  _globals['_GENERATEREQUEST']._serialized_start=235
-  _globals['_GENERATEREQUEST']._serialized_end=406
-  _globals['_GENERATERESPONSE']._serialized_start=409
-  _globals['_GENERATERESPONSE']._serialized_end=624
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=627
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=804
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=807
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1028
+  _globals['_CHATMESSAGE']._serialized_start=234
+  _globals['_CHATMESSAGE']._serialized_end=278
+  _globals['_GENERATEREQUEST']._serialized_start=281
+  _globals['_GENERATEREQUEST']._serialized_end=495
+  _globals['_GENERATERESPONSE']._serialized_start=498
+  _globals['_GENERATERESPONSE']._serialized_end=713
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=716
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=936
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=939
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1160
 # @@protoc_insertion_point(module_scope)

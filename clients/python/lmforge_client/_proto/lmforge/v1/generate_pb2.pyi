@@ -105,6 +105,31 @@ class SamplingParameters(_message.Message):
 Global___SamplingParameters: _TypeAlias = SamplingParameters  # noqa: Y015
 
 @_typing.final
+class ChatMessage(_message.Message):
+    """One turn of a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """"system", "user" or "assistant"."""
+    content: _builtins.str
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
 class GenerateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -113,6 +138,7 @@ class GenerateRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     TRUNCATION_FIELD_NUMBER: _builtins.int
     USE_CHAT_TEMPLATE_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name, as listed by ListModels."""
     prompt: _builtins.str
@@ -126,6 +152,13 @@ class GenerateRequest(_message.Message):
     """
     @_builtins.property
     def parameters(self) -> Global___SamplingParameters: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """A conversation to continue instead of a prompt (leave prompt empty): the
+        messages are rendered by the model's chat template, which the model must
+        have, and the reply is the next assistant turn.
+        """
+
     def __init__(
         self,
         *,
@@ -134,10 +167,11 @@ class GenerateRequest(_message.Message):
         parameters: Global___SamplingParameters | None = ...,
         truncation: _common_pb2.Truncation.ValueType = ...,
         use_chat_template: _builtins.bool = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation", "use_chat_template", b"use_chat_template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation", "use_chat_template", b"use_chat_template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,6 +224,7 @@ class GenerateStreamRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _builtins.int
     TRUNCATION_FIELD_NUMBER: _builtins.int
     USE_CHAT_TEMPLATE_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Logical model name, as listed by ListModels."""
     prompt: _builtins.str
@@ -199,6 +234,10 @@ class GenerateStreamRequest(_message.Message):
     """As in GenerateRequest."""
     @_builtins.property
     def parameters(self) -> Global___SamplingParameters: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """As in GenerateRequest."""
+
     def __init__(
         self,
         *,
@@ -207,10 +246,11 @@ class GenerateStreamRequest(_message.Message):
         parameters: Global___SamplingParameters | None = ...,
         truncation: _common_pb2.Truncation.ValueType = ...,
         use_chat_template: _builtins.bool = ...,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parameters", b"parameters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation", "use_chat_template", b"use_chat_template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "model", b"model", "parameters", b"parameters", "prompt", b"prompt", "truncation", b"truncation", "use_chat_template", b"use_chat_template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
