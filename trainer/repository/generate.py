@@ -287,7 +287,7 @@ def check_generation(spec: ModelSpec, python_env: Path | None = None) -> tuple[P
     g = spec.generation
     lm = load_causal_lm(spec.checkpoint)
     prompts = [
-        lm.encode(p, use_chat_template=False, max_length=spec.max_length, truncate=True)
+        lm.prompts.encode(p, use_chat_template=False, max_length=spec.max_length, truncate=True)
         for p in g.check_prompts
     ]
     references, max_diff = _references(lm, prompts, g.check_tokens)

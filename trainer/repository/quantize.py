@@ -217,20 +217,6 @@ def task_scores(
     return Scored("accuracy", out.argmax(axis=1), np.asarray(gold, dtype=np.int64))
 
 
-def task_metric(
-    run: Runner,
-    task: str,
-    gate: MetricGate,
-    encoder: TextEncoder,
-    names: Sequence[str],
-    labels: Sequence[str],
-    text_pairs: bool,
-) -> tuple[str, float, int]:
-    """``(metric name, value, rows)`` of :func:`task_scores`."""
-    scored = task_scores(run, task, gate, encoder, names, labels, text_pairs)
-    return scored.metric, scored.value, len(scored.gold)
-
-
 def quantize_with_gate(
     spec: ModelSpec,
     fp32_path: Path,
@@ -280,8 +266,9 @@ def quantize_with_gate(
         if gate is not None:
             encoder = TextEncoder.from_file(tokenizer_file, spec.max_length, spec.all_buckets)
             args = (spec.task, gate, encoder, input_names, labels, text_pairs)
-            name, before, rows = task_metric(fp32, *args)
-            _, after, _ = task_metric(int8, *args)
+            reference = task_scores(fp32, *args)
+            name, before, rows = reference.metric, reference.value, len(reference.gold)
+            after = task_scores(int8, *args).value
             metric = MetricReport(name, before, after, gate.max_drop, rows)
             logger.info("%s: %s %.4f -> %.4f on %d rows", what, name, before, after, rows)
             if before - after > gate.max_drop:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import locale
 import logging
 import os
@@ -29,7 +28,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,11 +37,16 @@ with contextlib.suppress(locale.Error):  # a system without that locale keeps it
     locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 
 try:  # a built repository ships the helpers next to this file
-    from lmforge_runtime import contract
     from lmforge_runtime.batch_decoder import Stats
     from lmforge_runtime.generate_metrics import GenerateMetrics
-    from lmforge_runtime.generate_request import RequestError, prompt_ids, read_request
-    from lmforge_runtime.params import string_parameters
+    from lmforge_runtime.generate_request import RequestError
+    from lmforge_runtime.generate_responses import (
+        GenerateModelArgs,
+        caller_gone,
+        error_response,
+        generate_response,
+        refuse,
+    )
     from lmforge_runtime.prompts import load_prompt_encoder
     from lmforge_runtime.vllm_engine import (
         Admission,
@@ -52,11 +55,16 @@ try:  # a built repository ships the helpers next to this file
         sampling_arguments,
     )
 except ModuleNotFoundError:  # running from the source tree
-    from triton_models.runtime import contract
     from triton_models.runtime.batch_decoder import Stats
     from triton_models.runtime.generate_metrics import GenerateMetrics
-    from triton_models.runtime.generate_request import RequestError, prompt_ids, read_request
-    from triton_models.runtime.params import string_parameters
+    from triton_models.runtime.generate_request import RequestError
+    from triton_models.runtime.generate_responses import (
+        GenerateModelArgs,
+        caller_gone,
+        error_response,
+        generate_response,
+        refuse,
+    )
     from triton_models.runtime.prompts import load_prompt_encoder
     from triton_models.runtime.vllm_engine import (
         Admission,
@@ -76,27 +84,6 @@ def _exit_later() -> None:
     os._exit(0)
 
 
-def _error(message: str, code_name: str) -> Any:
-    code = getattr(pb_utils.TritonError, code_name, None)
-    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
-
-
-def _strings(*values: str) -> np.ndarray[Any, Any]:
-    return np.array([v.encode("utf-8") for v in values], dtype=np.object_)
-
-
-def _response(text: str, reason: str, stop: str, input_tokens: int, output_tokens: int) -> Any:
-    return pb_utils.InferenceResponse(
-        output_tensors=[
-            pb_utils.Tensor(contract.OUTPUT_TEXT, _strings(text)),
-            pb_utils.Tensor(contract.OUTPUT_FINISH_REASON, _strings(reason)),
-            pb_utils.Tensor(contract.OUTPUT_STOP_SEQUENCE, _strings(stop)),
-            pb_utils.Tensor(contract.OUTPUT_INPUT_TOKENS, np.array([input_tokens], np.int32)),
-            pb_utils.Tensor(contract.OUTPUT_OUTPUT_TOKENS, np.array([output_tokens], np.int32)),
-        ]
-    )
-
-
 class _Live:
     """One request in the engine: how to tell that its caller went away, and its task."""
 
@@ -106,23 +93,16 @@ class _Live:
         self.task: asyncio.Task[None] | None = None
 
     def cancelled(self) -> bool:
-        checks = (self.sender, self.request)
-        return any(bool(getattr(o, "is_cancelled", lambda: False)()) for o in checks)
+        return caller_gone(self.sender, self.request)
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        if not pb_utils.using_decoupled_model_transaction_policy(config):
-            raise pb_utils.TritonModelException(
-                f"{config['name']} must be decoupled (model_transaction_policy {{ decoupled: true }})"
-            )
-        params = string_parameters(config)
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        folder = version_dir / params.get(contract.PARAM_MODEL_DIR, contract.GENERATE_MODEL_DIR)
-        self.max_length = int(params[contract.PARAM_MAX_LENGTH])
-        self.max_new_tokens = int(params[contract.PARAM_MAX_NEW_TOKENS])
-        self.default_max_new_tokens = int(params[contract.PARAM_DEFAULT_MAX_NEW_TOKENS])
+        read = self.args = GenerateModelArgs.read(pb_utils, args)
+        params, folder = read.params, read.folder
+        self.max_length = read.max_length
+        self.max_new_tokens = read.max_new_tokens
+        self.default_max_new_tokens = read.default_max_new_tokens
         self.settings = EngineSettings.from_parameters(params)
         os.environ.update(self.settings.environment())
         self.prompts = load_prompt_encoder(folder)
@@ -187,21 +167,23 @@ class TritonPythonModel:
                 self._observe(len(piece.token_ids))
                 if out.finished:
                     reason, stop = finish(piece.finish_reason, piece.stop_reason)
-                    response = _response(piece.text, reason, stop, len(ids), produced)
+                    response = generate_response(
+                        pb_utils, piece.text, reason, stop, len(ids), produced
+                    )
                     release()  # vLLM has finished the sequence: its slot is free already
                     live.sender.send(response, flags=FINAL)
                     return
                 if piece.text:
-                    live.sender.send(_response(piece.text, "", "", len(ids), produced))
+                    live.sender.send(
+                        generate_response(pb_utils, piece.text, "", "", len(ids), produced)
+                    )
             live.sender.send(flags=FINAL)  # the engine ended it without a last output
         except asyncio.CancelledError:
             live.sender.send(flags=FINAL)  # the caller went away; the engine has aborted it
         except Exception as exc:  # answer the request whatever went wrong
             logger.exception("generate request %s failed", request_id)
-            error = _error(f"generation failed: {exc}", "INTERNAL")
-            live.sender.send(
-                pb_utils.InferenceResponse(output_tensors=[], error=error), flags=FINAL
-            )
+            failed = error_response(pb_utils, f"generation failed: {exc}", "INTERNAL")
+            live.sender.send(failed, flags=FINAL)
         finally:
             release()
 
@@ -209,16 +191,7 @@ class TritonPythonModel:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        def get(name: str) -> Any:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            return None if tensor is None else tensor.as_numpy()
-
-        asked = read_request(
-            get,
-            max_new_tokens=self.max_new_tokens,
-            default_max_new_tokens=self.default_max_new_tokens,
-        )
-        ids = prompt_ids(asked, self.prompts, self.max_length)
+        asked, ids = self.args.prompt(pb_utils, request, self.prompts)
         sampling = SamplingParams(
             **sampling_arguments(asked.params, self.prompts.eos_ids),
             output_kind=RequestOutputKind.DELTA,
@@ -231,15 +204,15 @@ class TritonPythonModel:
             try:
                 ids, sampling = self._prepare(request)
             except RequestError as exc:
-                self._refuse(sender, str(exc), exc.code)
+                refuse(pb_utils, sender, str(exc), exc.code)
                 continue
             except Exception as exc:  # answer the request whatever went wrong
                 logger.exception("generate request failed")
-                self._refuse(sender, f"generation failed: {exc}", "INTERNAL")
+                refuse(pb_utils, sender, f"generation failed: {exc}", "INTERNAL")
                 continue
             if not self.admission.try_enter():
                 self.metrics.refuse()
-                self._refuse(sender, self.admission.refusal(), "UNAVAILABLE")
+                refuse(pb_utils, sender, self.admission.refusal(), "UNAVAILABLE")
                 continue
             request_id = f"{request.request_id() or 'request'}-{uuid.uuid4().hex}"
             live = _Live(request, sender)
@@ -247,11 +220,6 @@ class TritonPythonModel:
                 self._serve(request_id, ids, sampling, live), self.loop
             )
         return None
-
-    @staticmethod
-    def _refuse(sender: Any, message: str, code: str) -> None:
-        response = pb_utils.InferenceResponse(output_tensors=[], error=_error(message, code))
-        sender.send(response, flags=FINAL)
 
     def finalize(self) -> None:
         async def stop() -> None:

@@ -43,23 +43,6 @@ class CausalLM:
     def has_chat_template(self) -> bool:
         return self.prompts.has_chat_template
 
-    def encode(
-        self,
-        prompt: str,
-        *,
-        use_chat_template: bool,
-        max_length: int,
-        truncate: bool,
-        messages: Ids[tuple[str, str]] = (),
-    ) -> list[int]:
-        return self.prompts.encode(
-            prompt,
-            use_chat_template=use_chat_template,
-            max_length=max_length,
-            truncate=truncate,
-            messages=messages,
-        )
-
     def decode(self, ids: Ids[int]) -> str:
         return self.prompts.decode(ids)
 

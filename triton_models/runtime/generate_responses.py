@@ -1,0 +1,104 @@
+"""The generate contract's responses and errors, built the same way by every generation
+engine. ``pb_utils`` (Triton's ``triton_python_backend_utils``) is passed in: it exists only
+inside the python backend's stub."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import contract
+from .generate_request import GenerateRequest, prompt_ids, read_request
+from .params import string_parameters
+
+
+def triton_error(pb_utils: Any, message: str, code_name: str) -> Any:
+    """A ``TritonError`` with the named code, where this Triton has codes."""
+    code = getattr(pb_utils.TritonError, code_name, None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def error_response(pb_utils: Any, message: str, code_name: str) -> Any:
+    error = triton_error(pb_utils, message, code_name)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
+def refuse(pb_utils: Any, sender: Any, message: str, code_name: str) -> None:
+    """Answer a request with an error as its final response."""
+    final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+    sender.send(error_response(pb_utils, message, code_name), flags=final)
+
+
+def strings(*values: str) -> np.ndarray[Any, Any]:
+    return np.array([v.encode("utf-8") for v in values], dtype=np.object_)
+
+
+def generate_response(
+    pb_utils: Any, text: str, reason: str, stop: str, input_tokens: int, output_tokens: int
+) -> Any:
+    """One response of the stream: new text, the finish reason ("" until the last), the stop
+    string that ended it, and the token counts so far."""
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor(contract.OUTPUT_TEXT, strings(text)),
+            pb_utils.Tensor(contract.OUTPUT_FINISH_REASON, strings(reason)),
+            pb_utils.Tensor(contract.OUTPUT_STOP_SEQUENCE, strings(stop)),
+            pb_utils.Tensor(contract.OUTPUT_INPUT_TOKENS, np.array([input_tokens], np.int32)),
+            pb_utils.Tensor(contract.OUTPUT_OUTPUT_TOKENS, np.array([output_tokens], np.int32)),
+        ]
+    )
+
+
+def caller_gone(*sides: Any) -> bool:
+    """Whether the response sender or the request says the caller cancelled."""
+    return any(bool(getattr(o, "is_cancelled", lambda: False)()) for o in sides)
+
+
+@dataclass(frozen=True)
+class GenerateModelArgs:
+    """What every generate model reads from Triton's ``initialize`` arguments."""
+
+    params: dict[str, str]  # the config's string parameters
+    folder: Path  # the HF folder
+    max_length: int
+    max_new_tokens: int
+    default_max_new_tokens: int
+
+    @classmethod
+    def read(cls, pb_utils: Any, args: dict[str, str]) -> GenerateModelArgs:
+        """The model's settings; a model that is not decoupled is refused."""
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException(
+                f"{config['name']} must be decoupled (model_transaction_policy {{ decoupled: true }})"
+            )
+        params = string_parameters(config)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        return cls(
+            params=params,
+            folder=version_dir / params.get(contract.PARAM_MODEL_DIR, contract.GENERATE_MODEL_DIR),
+            max_length=int(params[contract.PARAM_MAX_LENGTH]),
+            max_new_tokens=int(params[contract.PARAM_MAX_NEW_TOKENS]),
+            default_max_new_tokens=int(params[contract.PARAM_DEFAULT_MAX_NEW_TOKENS]),
+        )
+
+    def prompt(
+        self, pb_utils: Any, request: Any, encoder: Any
+    ) -> tuple[GenerateRequest, list[int]]:
+        """A Triton request read and checked, and the token ids it asks to continue (by
+        ``encoder``); :class:`~.generate_request.RequestError` names what is wrong."""
+
+        def get(name: str) -> Any:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        asked = read_request(
+            get,
+            max_new_tokens=self.max_new_tokens,
+            default_max_new_tokens=self.default_max_new_tokens,
+        )
+        return asked, prompt_ids(asked, encoder, self.max_length)
