@@ -56,8 +56,7 @@ def test_a_split_larger_than_half_the_rows_is_refused() -> None:
 
 def test_held_out_rows_are_written_with_the_training_columns(tmp_path: Path) -> None:
     from trainer.training.config import TaskConfig
-    from trainer.training.data import load_examples
-    from trainer.training.loop import write_validation_rows
+    from trainer.training.data import load_examples, write_validation_rows
     from trainer.training.tasks import load_task
 
     train = tmp_path / "train.tsv"
@@ -75,7 +74,7 @@ def test_held_out_rows_are_written_with_the_training_columns(tmp_path: Path) -> 
         }
     )
     task = load_task(config)
-    path = write_validation_rows(task, tmp_path / "validation")
+    path = write_validation_rows(task.config, task.validation, tmp_path / "validation")
     assert path is not None and path.name == "sst2.tsv"
     back = load_examples(config, config.train.model_copy(update={"path": path}))
     assert back.texts == task.validation.texts  # type: ignore[union-attr]

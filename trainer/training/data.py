@@ -6,6 +6,7 @@ A malformed row is reported with its file and line; depending on the source's
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,3 +185,27 @@ def split_validation(
         held = np.sort(rng.permutation(n)[:size])
     keep = np.setdiff1d(np.arange(n), held, assume_unique=True)
     return _subset(train, keep, ""), _subset(train, held, "#validation")
+
+
+def write_validation_rows(task: TaskConfig, rows: Examples | None, folder: Path) -> Path | None:
+    """``folder/<task>.tsv``: the rows held out for selection, with the training file's column
+    names (labels by name), so that later choices (an INT8 gate, a cascade threshold) can be
+    made on them too and dev stays unseen."""
+    if rows is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{task.name}.tsv"
+    columns = list(task.text_fields)
+    if task.label_field is not None and rows.labels is not None:
+        columns.append(task.label_field)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(columns)
+        for i, texts in enumerate(rows.texts):
+            label: list[Any] = []
+            if len(columns) > len(texts) and rows.labels is not None:
+                value = rows.labels[i]
+                names = rows.label_names
+                label = [names[int(value)] if names else value]
+            writer.writerow([*texts, *label])
+    return path

@@ -7,7 +7,6 @@ resumed run repeats exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from trainer.errors import CheckpointError, ConfigError, TrainerError
 from trainer.training import checkpoint
 from trainer.training.augment import augment_rows
 from trainer.training.config import ENCODER_TASKS, RunConfig, dump_config
+from trainer.training.data import Examples, write_validation_rows
 from trainer.training.distill import Distiller, Teacher, copy_heads, load_teacher, student_encoder
 from trainer.training.export import TASKS_FILE, export_task, load_bundle, save_bundle
 from trainer.training.modeling import (
@@ -364,19 +364,9 @@ class Trainer:
                 continue
             mine = list(range(self.rank, len(examples), self.world))
             batches = math.ceil(math.ceil(len(examples) / self.world) / bs)
-            acc = EvalAccumulator(task, examples)
-            for b in range(batches):
-                chunk = mine[b * bs : (b + 1) * bs]
-                valid = [True] * len(chunk)
-                if not chunk:  # every rank must run the same number of forward passes
-                    chunk, valid = [0], [False]
-                generator = torch.Generator().manual_seed(
-                    derived_seed(self.config.seed, b, self.rank, 3)
-                )
-                batch = self.collate(task, examples, chunk, generator)
-                with self.precision.forward():
-                    out = self.engine(task=task.name, **batch)
-                acc.add(out, chunk, valid)
+            chunks = [mine[b * bs : (b + 1) * bs] for b in range(batches)]
+            # every rank runs the same number of forward passes: an empty chunk pads with row 0
+            acc = self._accumulate(self.engine, task, examples, chunks)
             states: list[Any] = [None] * self.world
             dist.all_gather_object(states, acc.state())
             results[task.name] = acc.compute(states)
@@ -393,16 +383,28 @@ class Trainer:
         for task in self.tasks:
             if task.dev is None:
                 continue
-            acc = EvalAccumulator(task, task.dev)
-            for b, start in enumerate(range(0, len(task.dev), bs)):
-                chunk = list(range(start, min(start + bs, len(task.dev))))
-                generator = torch.Generator().manual_seed(derived_seed(self.config.seed, b, 0, 4))
-                batch = self.collate(task, task.dev, chunk, generator)
-                with self.precision.forward():
-                    out = model(task=task.name, **batch)
-                acc.add(out, chunk, [True] * len(chunk))
+            rows = list(range(len(task.dev)))
+            chunks = [rows[start : start + bs] for start in range(0, len(rows), bs)]
+            acc = self._accumulate(model, task, task.dev, chunks)
             results[task.name] = acc.compute([acc.state()])
         return results
+
+    def _accumulate(
+        self, forward: Any, task: Task, examples: Examples, chunks: list[list[int]]
+    ) -> EvalAccumulator:
+        """``forward`` (the engine or a model) over ``examples`` in ``chunks`` of row indices;
+        an empty chunk runs row 0 and is not counted."""
+        acc = EvalAccumulator(task, examples)
+        for b, chunk in enumerate(chunks):
+            rows, valid = (chunk, [True] * len(chunk)) if chunk else ([0], [False])
+            generator = torch.Generator().manual_seed(
+                derived_seed(self.config.seed, b, self.rank, 3)
+            )
+            batch = self.collate(task, examples, rows, generator)
+            with self.precision.forward():
+                out = forward(task=task.name, **batch)
+            acc.add(out, rows, valid)
+        return acc
 
     def _splits(self) -> dict[str, str]:
         return {t.name: self.config.watched_split(t.config) for t in self.tasks}
@@ -534,31 +536,6 @@ class Trainer:
         return written[0] or summary
 
 
-def write_validation_rows(task: Task, folder: Path) -> Path | None:
-    """``folder/<task>.tsv``: the rows held out for selection, with the training file's column
-    names (labels by name), so that later choices (an INT8 gate, a cascade threshold) can be
-    made on them too and dev stays unseen."""
-    rows = task.validation
-    if rows is None:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{task.name}.tsv"
-    columns = list(task.config.text_fields)
-    if task.config.label_field is not None and rows.labels is not None:
-        columns.append(task.config.label_field)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(columns)
-        for i, texts in enumerate(rows.texts):
-            label: list[Any] = []
-            if len(columns) > len(texts) and rows.labels is not None:
-                value = rows.labels[i]
-                names = rows.label_names
-                label = [names[int(value)] if names else value]
-            writer.writerow([*texts, *label])
-    return path
-
-
 def train(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) the configured training on the current process group."""
     if dist.get_rank() == 0:
@@ -567,5 +544,5 @@ def train(config: RunConfig, resume: bool = False) -> dict[str, Any]:
     trainer = Trainer(config, resume)
     if dist.get_rank() == 0:
         for task in trainer.tasks:
-            write_validation_rows(task, config.output_dir / "validation")
+            write_validation_rows(task.config, task.validation, config.output_dir / "validation")
     return trainer.run()

@@ -31,9 +31,8 @@ try:  # a built repository ships the helpers next to this file
     from lmforge_runtime.batch_decoder import BatchDecoder, CapacityError, Job, Limits
     from lmforge_runtime.causal_lm import load_causal_lm
     from lmforge_runtime.generate_metrics import GenerateMetrics
-    from lmforge_runtime.generate_request import RequestError
+    from lmforge_runtime.generate_request import GenerateModelArgs, RequestError
     from lmforge_runtime.generate_responses import (
-        GenerateModelArgs,
         caller_gone,
         error_response,
         generate_response,
@@ -51,9 +50,8 @@ except ModuleNotFoundError:  # running from the source tree
     )
     from triton_models.runtime.causal_lm import load_causal_lm
     from triton_models.runtime.generate_metrics import GenerateMetrics
-    from triton_models.runtime.generate_request import RequestError
+    from triton_models.runtime.generate_request import GenerateModelArgs, RequestError
     from triton_models.runtime.generate_responses import (
-        GenerateModelArgs,
         caller_gone,
         error_response,
         generate_response,

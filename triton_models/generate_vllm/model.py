@@ -39,9 +39,8 @@ with contextlib.suppress(locale.Error):  # a system without that locale keeps it
 try:  # a built repository ships the helpers next to this file
     from lmforge_runtime.batch_decoder import Stats
     from lmforge_runtime.generate_metrics import GenerateMetrics
-    from lmforge_runtime.generate_request import RequestError
+    from lmforge_runtime.generate_request import GenerateModelArgs, RequestError
     from lmforge_runtime.generate_responses import (
-        GenerateModelArgs,
         caller_gone,
         error_response,
         generate_response,
@@ -57,9 +56,8 @@ try:  # a built repository ships the helpers next to this file
 except ModuleNotFoundError:  # running from the source tree
     from triton_models.runtime.batch_decoder import Stats
     from triton_models.runtime.generate_metrics import GenerateMetrics
-    from triton_models.runtime.generate_request import RequestError
+    from triton_models.runtime.generate_request import GenerateModelArgs, RequestError
     from triton_models.runtime.generate_responses import (
-        GenerateModelArgs,
         caller_gone,
         error_response,
         generate_response,

@@ -1,17 +1,20 @@
-"""One generate request's inputs (the ``contract.INPUT_*`` tensors), read and checked the same
-way by every generation engine. ``get`` returns an input's values as a numpy array, or ``None``
+"""A generate model's settings and one request's inputs (the ``contract.INPUT_*`` tensors),
+read and checked the same way by every generation engine. ``get`` returns an input's values as a numpy array, or ``None``
 when the request left it out."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from . import contract
+from .params import string_parameters
 from .sampling import SamplingParams, parameter_problems
 from .text import decode_texts
 
@@ -130,3 +133,49 @@ def prompt_ids(request: GenerateRequest, encoder: Any, max_length: int) -> list[
     except PromptError as exc:
         raise RequestError(contract.invalid_parameter_message(exc.name, str(exc))) from None
     return ids
+
+
+@dataclass(frozen=True)
+class GenerateModelArgs:
+    """What every generate model reads from Triton's ``initialize`` arguments."""
+
+    params: dict[str, str]  # the config's string parameters
+    folder: Path  # the HF folder
+    max_length: int
+    max_new_tokens: int
+    default_max_new_tokens: int
+
+    @classmethod
+    def read(cls, pb_utils: Any, args: dict[str, str]) -> GenerateModelArgs:
+        """The model's settings; a model that is not decoupled is refused."""
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException(
+                f"{config['name']} must be decoupled (model_transaction_policy {{ decoupled: true }})"
+            )
+        params = string_parameters(config)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        return cls(
+            params=params,
+            folder=version_dir / params.get(contract.PARAM_MODEL_DIR, contract.GENERATE_MODEL_DIR),
+            max_length=int(params[contract.PARAM_MAX_LENGTH]),
+            max_new_tokens=int(params[contract.PARAM_MAX_NEW_TOKENS]),
+            default_max_new_tokens=int(params[contract.PARAM_DEFAULT_MAX_NEW_TOKENS]),
+        )
+
+    def prompt(
+        self, pb_utils: Any, request: Any, encoder: Any
+    ) -> tuple[GenerateRequest, list[int]]:
+        """A Triton request read and checked, and the token ids it asks to continue (by
+        ``encoder``); :class:`~.generate_request.RequestError` names what is wrong."""
+
+        def get(name: str) -> Any:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        asked = read_request(
+            get,
+            max_new_tokens=self.max_new_tokens,
+            default_max_new_tokens=self.default_max_new_tokens,
+        )
+        return asked, prompt_ids(asked, encoder, self.max_length)

@@ -4,16 +4,11 @@ inside the python backend's stub."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import contract
-from .generate_request import GenerateRequest, prompt_ids, read_request
-from .params import string_parameters
 
 
 def triton_error(pb_utils: Any, message: str, code_name: str) -> Any:
@@ -56,49 +51,3 @@ def generate_response(
 def caller_gone(*sides: Any) -> bool:
     """Whether the response sender or the request says the caller cancelled."""
     return any(bool(getattr(o, "is_cancelled", lambda: False)()) for o in sides)
-
-
-@dataclass(frozen=True)
-class GenerateModelArgs:
-    """What every generate model reads from Triton's ``initialize`` arguments."""
-
-    params: dict[str, str]  # the config's string parameters
-    folder: Path  # the HF folder
-    max_length: int
-    max_new_tokens: int
-    default_max_new_tokens: int
-
-    @classmethod
-    def read(cls, pb_utils: Any, args: dict[str, str]) -> GenerateModelArgs:
-        """The model's settings; a model that is not decoupled is refused."""
-        config = json.loads(args["model_config"])
-        if not pb_utils.using_decoupled_model_transaction_policy(config):
-            raise pb_utils.TritonModelException(
-                f"{config['name']} must be decoupled (model_transaction_policy {{ decoupled: true }})"
-            )
-        params = string_parameters(config)
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        return cls(
-            params=params,
-            folder=version_dir / params.get(contract.PARAM_MODEL_DIR, contract.GENERATE_MODEL_DIR),
-            max_length=int(params[contract.PARAM_MAX_LENGTH]),
-            max_new_tokens=int(params[contract.PARAM_MAX_NEW_TOKENS]),
-            default_max_new_tokens=int(params[contract.PARAM_DEFAULT_MAX_NEW_TOKENS]),
-        )
-
-    def prompt(
-        self, pb_utils: Any, request: Any, encoder: Any
-    ) -> tuple[GenerateRequest, list[int]]:
-        """A Triton request read and checked, and the token ids it asks to continue (by
-        ``encoder``); :class:`~.generate_request.RequestError` names what is wrong."""
-
-        def get(name: str) -> Any:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            return None if tensor is None else tensor.as_numpy()
-
-        asked = read_request(
-            get,
-            max_new_tokens=self.max_new_tokens,
-            default_max_new_tokens=self.default_max_new_tokens,
-        )
-        return asked, prompt_ids(asked, encoder, self.max_length)
